@@ -1,0 +1,1 @@
+"""Benchmarks: figures, never assertions (see bench/runner_overhead.py)."""

@@ -1,0 +1,163 @@
+"""The bench's instruments for one run: built from station.yaml, opened, and always left safe.
+
+`InstrumentSet` opens the instruments a procedure uses, puts each in its safe state right away
+(a PSU is off before the operator inserts the next board), and on every way out, normal or not,
+calls `safe_state()` and `close()` on each one. A failure to make one instrument safe never
+keeps the others from being made safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from drivers import InstrumentError, UnknownDriverError
+from drivers.registry import create_driver, driver_names, get_driver_class
+
+log = logging.getLogger("station.instruments")
+
+
+def check_drivers(config: Any, names: Collection[str] | None = None) -> None:
+    """Every configured driver exists: raise the config error located at its line otherwise."""
+    for name in names if names is not None else config.instruments:
+        driver = config.instruments[name].driver
+        try:
+            get_driver_class(driver)
+        except UnknownDriverError:
+            raise config.error(
+                f"instruments.{name}.driver",
+                f"unknown driver {driver!r}; available drivers: {', '.join(driver_names())}",
+            ) from None
+
+
+def missing_instruments(config: Any, names: Collection[str]) -> list[str]:
+    return sorted(set(names) - set(config.instruments))
+
+
+@dataclass
+class OpenedInstrument:
+    name: str
+    driver: Any
+    identity: str
+    round_trip_ms: float
+
+
+class InstrumentSet(Mapping[str, Any]):
+    """Opened drivers by their station.yaml names. Use as a context manager."""
+
+    def __init__(
+        self, config: Any, names: Collection[str], resources: Mapping[str, str] | None = None
+    ):
+        self._config = config
+        self._names = sorted(names)
+        self._resources = dict(resources or {})
+        self._opened: dict[str, OpenedInstrument] = {}
+
+    def open(self) -> InstrumentSet:
+        """Connect every instrument (checking it is the configured model) and make it safe."""
+        check_drivers(self._config, self._names)
+        try:
+            for name in self._names:
+                self._opened[name] = self._open_one(name)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _open_one(self, name: str) -> OpenedInstrument:
+        settings = self._config.instruments[name]
+        driver = create_driver(
+            settings.driver,
+            self._resources.get(name, settings.resource),
+            name=name,
+            timeout_ms=settings.timeout_ms,
+            baud_rate=settings.baud_rate,
+            read_termination=settings.read_termination,
+            write_termination=settings.write_termination,
+        )
+        started = time.perf_counter()
+        try:
+            identity = driver.connect()
+        except BaseException:
+            _quietly(driver.close, name, "close")
+            raise
+        round_trip_ms = (time.perf_counter() - started) * 1000
+        opened = OpenedInstrument(name, driver, identity, round_trip_ms)
+        self._opened[name] = opened  # so close() reaches it if safe_state below fails
+        driver.safe_state()
+        return opened
+
+    @property
+    def opened(self) -> list[OpenedInstrument]:
+        return list(self._opened.values())
+
+    def interrupt(self) -> None:
+        """Abort I/O in flight on every instrument (a stopped phase may be blocked in a read)."""
+        for item in self._opened.values():
+            _quietly(item.driver.transport.interrupt, item.name, "interrupt")
+
+    def close(self) -> list[str]:
+        """Safe state then close, for each instrument; returns the problems met (also logged).
+
+        Ctrl-C is held off meanwhile: a second press must not leave a supply powered.
+        """
+        problems = []
+        with _sigint_held_off():
+            problems = self._close_all()
+        return problems
+
+    def _close_all(self) -> list[str]:
+        problems = []
+        for item in self._opened.values():
+            for action in ("safe_state", "close"):
+                problem = _quietly(getattr(item.driver, action), item.name, action)
+                if problem:
+                    problems.append(problem)
+        self._opened.clear()
+        return problems
+
+    def __enter__(self) -> InstrumentSet:
+        return self.open()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __getitem__(self, name: str) -> Any:
+        return self._opened[name].driver
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._opened)
+
+    def __len__(self) -> int:
+        return len(self._opened)
+
+
+@contextlib.contextmanager
+def _sigint_held_off() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed = []
+    previous = signal.signal(signal.SIGINT, lambda *_: pressed.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed:
+        raise KeyboardInterrupt
+
+
+def _quietly(action: Any, name: str, what: str) -> str | None:
+    try:
+        action()
+    except (InstrumentError, OSError, ValueError, RuntimeError) as exc:
+        problem = f"{name}: {what} failed: {exc}"
+        log.warning(problem)
+        return problem
+    return None

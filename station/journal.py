@@ -1,0 +1,224 @@
+"""The run directory: an append-only journal while the run goes on, the final record at the end.
+
+`data_dir/<started-at>_<procedure>_<serial>_<id8>/`
+- `journal.jsonl`: one JSON event per line, fsynced at every phase end, so a power cut or kill -9
+  loses at most the phase that was running;
+- `run.json`: the final RunRecord, written atomically (temp file, fsync, rename): it is either
+  absent or complete, never half-written;
+- `attachments/`: copies of attached files.
+
+A directory with a journal and no run.json is a run that was interrupted; `recover()` turns it into
+an ERROR run that keeps every phase that finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+from station.events import RunListener
+from station.record import (
+    AttachmentRecord,
+    ErrorInfo,
+    LogEntry,
+    Outcome,
+    PhaseOutcome,
+    PhaseRecord,
+    RunRecord,
+    utc_now,
+)
+
+JOURNAL = "journal.jsonl"
+RUN_JSON = "run.json"
+ATTACHMENTS = "attachments"
+
+
+class JournalError(OSError):
+    """The run cannot be recorded (data directory missing, not writable, disk full)."""
+
+
+def check_writable(data_dir: Path) -> None:
+    """Fail before any phase runs if runs cannot be recorded in `data_dir`."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / f".write-test-{os.getpid()}"
+        with open(probe, "wb") as handle:
+            handle.write(b"ok")
+            handle.flush()
+            os.fsync(handle.fileno())
+        probe.unlink()
+    except OSError as exc:
+        raise JournalError(
+            f"cannot record runs in {data_dir}: {exc.strerror or exc}; fix the "
+            "permissions or free some space, or set data_dir in station.yaml"
+        ) from None
+
+
+def run_dir_name(record: RunRecord) -> str:
+    started = record.started_at.strftime("%Y%m%dT%H%M%SZ")
+    serial = re.sub(r"[^A-Za-z0-9._-]", "_", record.serial_number)[:64] or "_"
+    procedure = re.sub(r"[^A-Za-z0-9._-]", "_", record.procedure_id)[:64]
+    return f"{started}_{procedure}_{serial}_{record.run_id[:8]}"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a file so that it is either complete or absent: temp file, fsync, rename, fsync dir."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # not supported on this platform (Windows); the rename is still atomic
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Journal(RunListener):
+    """Writes a run to its directory as it happens."""
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.run_dir: Path | None = None
+        self._file = None
+
+    def run_started(self, record: RunRecord) -> None:
+        self.run_dir = self.data_dir / run_dir_name(record)
+        self.run_dir.mkdir(parents=True, exist_ok=False)
+        self._file = open(self.run_dir / JOURNAL, "a", encoding="utf-8")  # noqa: SIM115 - closed at run end
+        header = record.model_dump_json(exclude={"phases", "logs", "attachments"})
+        self._write("run_started", "run", header, sync=True)
+        _fsync_dir(self.data_dir)
+
+    def phase_started(self, name: str, attempt: int) -> None:
+        self._write("phase_started", "phase", json.dumps({"name": name, "attempt": attempt}))
+
+    def phase_ended(self, record: PhaseRecord) -> None:
+        self._write("phase_ended", "phase", record.model_dump_json(), sync=True)
+
+    def log_added(self, entry: LogEntry, phase: str | None) -> None:
+        if phase is None:  # phase logs travel inside phase_ended
+            self._write("log", "log", entry.model_dump_json())
+
+    def store_attachment(self, source: Path, name: str) -> str | None:
+        if self.run_dir is None:
+            return None
+        folder = self.run_dir / ATTACHMENTS
+        folder.mkdir(exist_ok=True)
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", name) or "attachment"
+        target, n = folder / safe, 1
+        while target.exists():
+            target, n = folder / f"{Path(safe).stem}-{n}{Path(safe).suffix}", n + 1
+        shutil.copyfile(source, target)
+        relative = target.relative_to(self.run_dir).as_posix()
+        attachment = AttachmentRecord(name=name, path=relative, size=target.stat().st_size)
+        self._write("attachment", "attachment", attachment.model_dump_json(), sync=True)
+        return relative
+
+    def run_ended(self, record: RunRecord) -> None:
+        self._write(
+            "run_ended", "run", record.model_dump_json(exclude={"phases", "logs"}), sync=True
+        )
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self.run_dir is not None:
+            write_atomic(self.run_dir / RUN_JSON, record.model_dump_json(indent=2).encode())
+
+    def _write(self, event: str, key: str, payload_json: str, sync: bool = False) -> None:
+        if self._file is None:
+            return
+        at = utc_now().isoformat().replace("+00:00", "Z")
+        self._file.write(f'{{"event":"{event}","at":"{at}","{key}":{payload_json}}}\n')
+        self._file.flush()
+        if sync:
+            os.fsync(self._file.fileno())
+
+
+def read_record(run_dir: Path) -> RunRecord:
+    return RunRecord.model_validate_json((run_dir / RUN_JSON).read_bytes())
+
+
+def find_interrupted(data_dir: Path) -> list[Path]:
+    """Run directories with a journal but no run.json: runs whose process died."""
+    if not data_dir.is_dir():
+        return []
+    return sorted(
+        d for d in data_dir.iterdir() if (d / JOURNAL).is_file() and not (d / RUN_JSON).exists()
+    )
+
+
+def recover(run_dir: Path) -> RunRecord:
+    """Rebuild an interrupted run from its journal as an ERROR run, and write its run.json."""
+    record: RunRecord | None = None
+    running: dict | None = None  # the phase that started and never ended
+    last_at: datetime | None = None
+    ended: RunRecord | None = None
+    for line in (run_dir / JOURNAL).read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the line being written when the process died
+        last_at = datetime.fromisoformat(event["at"])
+        kind = event["event"]
+        if kind == "run_started":
+            record = RunRecord.model_validate(event["run"])
+        elif record is None:
+            continue
+        elif kind == "phase_started":
+            running = event["phase"]
+        elif kind == "phase_ended":
+            record.phases.append(PhaseRecord.model_validate(event["phase"]))
+            running = None
+        elif kind == "attachment":
+            record.attachments.append(AttachmentRecord.model_validate(event["attachment"]))
+        elif kind == "log":
+            record.logs.append(LogEntry.model_validate(event["log"]))
+        elif kind == "run_ended":
+            ended = RunRecord.model_validate({**event["run"], "phases": [], "logs": []})
+    if record is None:
+        raise JournalError(f"{run_dir / JOURNAL} holds no run_started event; nothing to recover")
+    ended_at = last_at or utc_now()
+    if ended is not None:  # died after the last event, while writing run.json
+        record.outcome, record.outcome_reason = ended.outcome, ended.outcome_reason
+        record.ended_at, record.marginal = ended.ended_at, ended.marginal
+        record.sub_units, record.metadata = ended.sub_units, ended.metadata
+    else:
+        if running is not None:
+            reason = f"station process ended during phase {running['name']!r}"
+            record.phases.append(
+                PhaseRecord(
+                    name=running["name"],
+                    outcome=PhaseOutcome.ERROR,
+                    attempt=running.get("attempt", 0),
+                    started_at=ended_at,
+                    ended_at=ended_at,
+                    reason=reason,
+                    error=ErrorInfo(type="Interrupted", message=reason),
+                )
+            )
+        elif record.phases:
+            reason = f"station process ended after phase {record.phases[-1].name!r}"
+        else:
+            reason = "station process ended before the first phase"
+        record.outcome, record.outcome_reason, record.ended_at = Outcome.ERROR, reason, ended_at
+    write_atomic(run_dir / RUN_JSON, record.model_dump_json(indent=2).encode())
+    return record

@@ -1,0 +1,86 @@
+"""Shared fixtures: write a procedure and a station.yaml into a temp dir and run it for real."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from station.config import load_config
+from station.context import Dut
+from station.journal import Journal
+from station.loader import load_procedure
+from station.record import RunRecord
+from station.runner import Runner
+
+
+class Bench:
+    """A temp station directory: one procedure module (proc_t.py) and its station.yaml."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def write(
+        self, source: str, *, instruments: str = "{}", procedure_yaml: str = "", name: str = "T1"
+    ) -> Path:
+        (self.root / "proc_t.py").write_text(textwrap.dedent(source), encoding="utf-8")
+        extra = textwrap.indent(textwrap.dedent(procedure_yaml), "    ")
+        (self.root / "station.yaml").write_text(
+            "station: {name: Test bench}\n"
+            f"instruments: {instruments}\n"
+            "procedures:\n"
+            f"  {name}:\n"
+            "    module: proc_t.py\n"
+            f"{extra}",
+            encoding="utf-8",
+        )
+        return self.root / "station.yaml"
+
+    def config(self):
+        return load_config(self.root / "station.yaml")
+
+    def load(self, name: str = "T1", instrument_names=None):
+        return load_procedure(name, self.config(), instrument_names)
+
+    def run(
+        self,
+        source: str | None = None,
+        *,
+        instruments: dict[str, Any] | None = None,
+        journal: bool = False,
+        serial: str = "SN-1",
+        runner_hook=None,
+        **write_kw,
+    ) -> RunRecord:
+        if source is not None:
+            write_kw.setdefault(
+                "instruments",
+                "{"
+                + ", ".join(
+                    f"{n}: {{driver: keysight-34461a, resource: 'TCPIP::127.0.0.1::1::SOCKET'}}"
+                    for n in (instruments or {})
+                )
+                + "}",
+            )
+            self.write(source, **write_kw)
+        procedure = self.load()
+        listeners = [Journal(self.root / "runs")] if journal else []
+        runner = Runner(
+            procedure,
+            Dut(serial, procedure.part_number, procedure.revision),
+            instruments=instruments or {},
+            listeners=listeners,
+            handle_signals=False,
+            cancel_grace_s=0.5,
+        )
+        if runner_hook:
+            runner_hook(runner)
+        self.last_runner = runner
+        return runner.execute()
+
+
+@pytest.fixture
+def bench(tmp_path: Path) -> Bench:
+    return Bench(tmp_path)

@@ -1,0 +1,80 @@
+"""Registry, error messages, and what importing the drivers costs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from drivers import InstrumentError, UnknownDriverError, create_driver, driver_names
+from drivers.dmm import Keysight34461A
+from drivers.psu import RigolDP832
+from drivers.registry import get_driver_class
+from drivers.transport import VisaTransport, open_transport
+
+
+def test_driver_names_and_classes():
+    assert driver_names() == ["keysight-34461a", "rigol-dp832"]
+    assert get_driver_class("keysight-34461a") is Keysight34461A
+    assert get_driver_class("rigol-dp832") is RigolDP832
+
+
+def test_unknown_driver_lists_the_available_ones():
+    with pytest.raises(UnknownDriverError) as caught:
+        get_driver_class("foo")
+    assert str(caught.value) == (
+        "unknown driver 'foo'; available drivers: keysight-34461a, rigol-dp832"
+    )
+    assert caught.value.name == "foo"
+    assert caught.value.available == ["keysight-34461a", "rigol-dp832"]
+    assert isinstance(caught.value, LookupError)
+
+
+def test_create_driver_merges_options_and_does_not_connect():
+    resource = "TCPIP::192.0.2.1::5555::SOCKET"  # TEST-NET: never reachable
+    psu = create_driver(
+        "rigol-dp832", resource, name="psu", timeout_ms=500, read_termination="\r\n",
+        baud_rate=None,
+    )  # fmt: skip
+    assert isinstance(psu, RigolDP832)
+    assert psu.name == "psu"
+    assert psu.identity is None
+    transport = psu.transport
+    assert isinstance(transport, VisaTransport)
+    assert (transport.name, transport.resource, transport.timeout_ms) == ("psu", resource, 500)
+    assert transport.read_termination == "\r\n"  # explicit beats DEFAULT_OPTIONS
+    assert transport.write_termination == "\n"  # from DEFAULT_OPTIONS
+    assert transport.baud_rate is None
+
+
+def test_urls_are_not_supported_yet():
+    with pytest.raises(InstrumentError, match="not supported yet"):
+        open_transport("socket://127.0.0.1:5025", name="dmm")
+    with pytest.raises(InstrumentError, match="not a VISA resource"):
+        open_transport("COM3", name="dmm")
+
+
+def test_instrument_error_names_instrument_resource_and_command():
+    error = InstrumentError(
+        "no reply within 3000 ms to 'MEAS:VOLT:DC?'",
+        instrument="dmm",
+        resource="TCPIP::127.0.0.1::5025::SOCKET",
+        command="MEAS:VOLT:DC?",
+    )
+    assert str(error) == (
+        "dmm (TCPIP::127.0.0.1::5025::SOCKET): no reply within 3000 ms to 'MEAS:VOLT:DC?'"
+    )
+    assert str(InstrumentError("lost", instrument="psu", command="*OPC?")) == (
+        "psu: lost (command '*OPC?')"
+    )
+    assert str(InstrumentError("plain")) == "plain"
+
+
+def test_importing_drivers_does_not_import_pyvisa_or_the_models():
+    code = (
+        "import sys, drivers; drivers.driver_names(); "
+        "print('pyvisa' in sys.modules, 'station' in sys.modules, 'sim' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False", "False"]
