@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import inspect
 import os
+import subprocess
 import sys
 import textwrap
 import traceback
@@ -75,7 +76,7 @@ def load_procedure(
         _check_measurement_assignments(procedure_id, ph)
     _apply_limit_overrides(procedure_id, every, settings.limits, config)
 
-    version = getattr(module, "__version__", None)
+    version = getattr(module, "__version__", None) or _git_version(Path(str(module.__file__)))
     stop_on_fail = settings.stop_on_fail
     if stop_on_fail is None:
         stop_on_fail = bool(getattr(module, "STOP_ON_FAIL", False))
@@ -95,6 +96,25 @@ def load_procedure(
         revision=settings.revision,
         batch_number=settings.batch_number,
     )
+
+
+def _git_version(source: Path) -> str | None:
+    """`git describe` of the folder holding the procedure, when it is a git checkout.
+
+    So a run says which revision of the procedure produced it even without `__version__`.
+    """
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(source.parent), "describe", "--tags", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None  # no git on this machine
+    version = result.stdout.strip()
+    return version if result.returncode == 0 and version else None
 
 
 def import_procedure_module(procedure_id: str, spec: str, base_dir: Path) -> ModuleType:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from station.config import ConfigError
@@ -320,3 +322,19 @@ def test_module_phase_objects_are_not_mutated_by_overrides(bench):
 
     module = sys.modules[procedure.module_name]
     assert module.a.measurements[0].low == 1 and procedure.phases[0].measurements[0].low == 3
+
+
+def test_version_comes_from_dunder_version_else_git_describe(bench):
+    bench.write("from station import phase\n__version__ = '2.1.0'\n@phase\ndef p():\n    pass\n")
+    assert bench.load().version == "2.1.0"
+    bench.write("from station import phase\n@phase\ndef p():\n    pass\n")
+    assert bench.load().version is None  # not a git checkout
+    git = ["git", "-C", str(bench.root), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "proc_t.py"], check=True)
+    subprocess.run([*git, "commit", "-qm", "procedures"], check=True)
+    subprocess.run([*git, "tag", "fvt-1.4"], check=True)
+    assert bench.load().version == "fvt-1.4"
+    with open(bench.root / "proc_t.py", "a") as handle:
+        handle.write("# edited on the bench\n")
+    assert bench.load().version == "fvt-1.4-dirty"
