@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -190,14 +191,14 @@ def served_bench(tmp_path: Path):
 
 
 def psu_output_state(resource: str) -> str:
-    from drivers.registry import create_driver
+    """Ask the simulated PSU directly over a raw socket: a bench probe, not a second station.
 
-    psu = create_driver("rigol-dp832", resource, name="probe")
-    psu.connect()
-    try:
-        return "ON" if psu.is_enabled(1) else "OFF"
-    finally:
-        psu.close()
+    (A station driver would be refused: the running station holds the instrument's lock.)
+    """
+    host, port = re.match(r"TCPIP0?::([\d.]+)::(\d+)::SOCKET", resource).groups()
+    with socket.create_connection((host, int(port)), timeout=5) as probe:
+        probe.sendall(b":OUTP? CH1\n")
+        return probe.makefile().readline().strip()
 
 
 def start_run(root: Path) -> subprocess.Popen:
