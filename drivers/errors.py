@@ -8,7 +8,11 @@ from __future__ import annotations
 
 
 class InstrumentError(Exception):
-    """An instrument did not do what it was asked: no reply, lost link, or an error it reported."""
+    """An instrument did not do what it was asked: no reply, lost link, or an error it reported.
+
+    `kind` says what went wrong, so a caller (e.g. `station check`) can give the operator a hint
+    without parsing the message. It is one of the `KIND_*` strings below, or None if unknown.
+    """
 
     def __init__(
         self,
@@ -17,12 +21,16 @@ class InstrumentError(Exception):
         instrument: str | None = None,
         resource: str | None = None,
         command: str | None = None,
+        kind: str | None = None,
+        pid: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.instrument = instrument
         self.resource = resource
         self.command = command
+        self.kind = kind
+        self.pid = pid  # with KIND_IN_USE: the process holding the instrument, if known
 
     def __str__(self) -> str:
         if self.instrument and self.resource:
@@ -36,6 +44,19 @@ class InstrumentError(Exception):
         if self.command and self.command not in self.message:
             text += f" (command {self.command!r})"
         return text
+
+
+# What went wrong, for InstrumentError.kind.
+KIND_REFUSED = "refused"  # nothing listening / no such port / closed at once at open
+KIND_TIMEOUT = "timeout"  # no (complete) reply within the timeout
+KIND_LOST = "lost"  # the link dropped during a call; the next call reconnects
+KIND_GARBAGE = "garbage"  # a reply that is not ASCII text or not of the expected form
+KIND_IN_USE = "in_use"  # another process holds the instrument's lock
+KIND_WRONG_MODEL = "wrong_model"  # *IDN? answered, but by another model
+KIND_REPORTED = "reported"  # the instrument's own error queue reported an error
+KIND_NOT_APPLIED = "not_applied"  # a setting read back differently from what was sent
+KIND_INTERRUPTED = "interrupted"  # aborted by interrupt() or close() from another thread
+KIND_IO = "io"  # any other I/O failure
 
 
 class UnknownDriverError(LookupError):

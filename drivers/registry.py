@@ -11,7 +11,11 @@ from drivers.transport import open_transport
 
 # "module:Class" strings, so listing names imports no driver module.
 DRIVERS: dict[str, str] = {
+    "keithley-dmm6500": "drivers.dmm:KeithleyDMM6500",
     "keysight-34461a": "drivers.dmm:Keysight34461A",
+    "keysight-34465a": "drivers.dmm:Keysight34465A",
+    "keysight-e36312a": "drivers.psu:KeysightE36312A",
+    "korad-ka3005p": "drivers.korad:KoradKA3005P",
     "rigol-dp832": "drivers.psu:RigolDP832",
 }
 

@@ -6,7 +6,7 @@ import math
 import re
 from typing import Any, ClassVar
 
-from drivers.errors import InstrumentError
+from drivers.errors import KIND_REPORTED, KIND_WRONG_MODEL, InstrumentError
 from drivers.transport import Transport
 
 _LEADING_INT = re.compile(r"^\s*([+-]?\d+)")
@@ -33,9 +33,15 @@ class ScpiInstrument:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, {self.transport.resource!r})"
 
-    def _error(self, message: str, command: str | None = None) -> InstrumentError:
+    def _error(
+        self, message: str, command: str | None = None, kind: str | None = None
+    ) -> InstrumentError:
         return InstrumentError(
-            message, instrument=self.name, resource=self.transport.resource, command=command
+            message,
+            instrument=self.name,
+            resource=self.transport.resource,
+            command=command,
+            kind=kind,
         )
 
     # -- session ----------------------------------------------------------------------------
@@ -53,7 +59,7 @@ class ScpiInstrument:
         finally:
             self.transport.timeout_ms = configured
         if not self.IDN_PATTERN.search(idn):
-            raise self._error(f"expected {self.MODEL}, got {idn!r}", "*IDN?")
+            raise self._error(f"expected {self.MODEL}, got {idn!r}", "*IDN?", KIND_WRONG_MODEL)
         self._identity = idn
         return idn
 
@@ -96,7 +102,7 @@ class ScpiInstrument:
                 break
             errors.append(reply)
         if errors:
-            raise self._error("; ".join(errors))
+            raise self._error("; ".join(errors), kind=KIND_REPORTED)
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -2,19 +2,28 @@
 
 `start_bench({"dmm": "keysight-34461a", "psu": "rigol-dp832"})` returns a SimBench whose
 `resources` replace the configured ones; drivers, pyvisa-py and the sockets run unchanged.
+SCPI twins are served on loopback TCP (`TCPIP::127.0.0.1::<port>::SOCKET`); serial twins
+(`SERIAL_MODELS`) on a pty, whose device path (`/dev/pts/N`) is then the resource.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sim.bench import Bench
 from sim.boards import BOARDS, make_board
 from sim.instruments import SIM_MODELS
-from sim.scpi import ScpiTwin
-from sim.server import TwinServer
+from sim.korad import SimKoradKA3005P
+from sim.pty_server import PtyServer
+from sim.server import FAULT_KINDS, TwinServer
 
-__all__ = ["SimBench", "Twin", "start_bench"]
+__all__ = ["SERIAL_MODELS", "SimBench", "Twin", "parse_wire_fault", "start_bench"]
+
+# Twins of raw-serial models, keyed by registry driver name: served on a pty, not TCP.
+SERIAL_MODELS: dict[str, type] = {
+    "korad-ka3005p": SimKoradKA3005P,
+}
 
 FAULT_SUFFIX = "-F"
 DEFAULT_SERIAL_FAULT = "low_rail"
@@ -24,8 +33,8 @@ DEFAULT_SERIAL_FAULT = "low_rail"
 class Twin:
     """One simulated instrument: its personality (state) and the server it is reached by."""
 
-    personality: ScpiTwin
-    server: TwinServer
+    personality: Any  # an ScpiTwin, or a stream twin (split/handle) for serial models
+    server: TwinServer | PtyServer
 
     @property
     def resource(self) -> str:
@@ -61,6 +70,18 @@ class SimBench:
         self._inserted += 1
         self.bench.insert_board(make_board(self._board, fault, self._seed + self._inserted))
 
+    def set_wire_fault(self, spec: str) -> None:
+        """Inject a fault given as INSTRUMENT:KIND[:PATTERN] (see `parse_wire_fault`)."""
+        name, kind, pattern = parse_wire_fault(spec)
+        if name not in self.twins:
+            raise ValueError(
+                f"wire fault {spec!r}: no instrument {name!r}; "
+                f"instruments: {', '.join(sorted(self.twins))}"
+            )
+        if kind == "error" and isinstance(self.twins[name].server, PtyServer):
+            raise ValueError(f"wire fault {spec!r}: {name} has no error queue")
+        self.twins[name].server.faults.set(kind, pattern)
+
     def close(self) -> None:
         for twin in self.twins.values():
             twin.server.stop()
@@ -80,11 +101,12 @@ def start_bench(
     seed: int = 0,
 ) -> SimBench:
     """Serve a twin for each instrument (name -> driver name) around one simulated board."""
-    unknown = sorted(driver for driver in instruments.values() if driver not in SIM_MODELS)
+    models = {**SIM_MODELS, **SERIAL_MODELS}
+    unknown = sorted(driver for driver in instruments.values() if driver not in models)
     if unknown:
         raise ValueError(
             f"no simulated model for driver {unknown[0]!r}; "
-            f"simulated models: {', '.join(sorted(SIM_MODELS))}"
+            f"simulated models: {', '.join(sorted(models))}"
         )
     if board not in BOARDS:
         raise ValueError(f"unknown board {board!r}; valid boards: {', '.join(sorted(BOARDS))}")
@@ -92,10 +114,29 @@ def start_bench(
     twins: dict[str, Twin] = {}
     try:
         for name, driver in instruments.items():
-            server = TwinServer(SIM_MODELS[driver](bench)).start()
+            server: TwinServer | PtyServer
+            if driver in SERIAL_MODELS:
+                server = PtyServer(SERIAL_MODELS[driver](bench)).start()
+            else:
+                server = TwinServer(SIM_MODELS[driver](bench)).start()
             twins[name] = Twin(server.twin, server)
     except BaseException:
         for twin in twins.values():
             twin.server.stop()
         raise
     return SimBench(bench, twins, board, fault, seed)
+
+
+def parse_wire_fault(spec: str) -> tuple[str, str, str | None]:
+    """Split INSTRUMENT:KIND[:PATTERN] (e.g. `dmm:no-reply:READ`, `psu:slow:0.5`).
+
+    KIND is one of no-reply, slow, garbage, drop, refuse, error; PATTERN may contain colons.
+    """
+    name, sep, rest = spec.partition(":")
+    kind, _, pattern = rest.partition(":")
+    if not name or not sep or kind not in FAULT_KINDS:
+        raise ValueError(
+            f"wire fault {spec!r} is not INSTRUMENT:KIND[:PATTERN] with KIND one of "
+            f"{', '.join(FAULT_KINDS)} (e.g. dmm:no-reply:READ, psu:drop, dmm:slow:0.5)"
+        )
+    return name, kind, pattern or None

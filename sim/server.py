@@ -1,9 +1,9 @@
 """TwinServer: one simulated instrument on a loopback TCP port, like a LAN instrument's raw
 SCPI socket. One thread per client, so a reconnect works while an old connection is stuck.
 
-Faults are injected at the wire, while it runs: `server.faults.no_reply_to` (a regex; matching
-messages are swallowed, never executed or answered, optionally only `count` times) and
-`server.faults.delay_s` (every reply is late).
+Faults are injected at the wire, while it runs, through `server.faults` (`WireFaults`): no reply,
+late replies, garbage replies, a dropped connection, connections refused at open, and an error
+left in the instrument's queue.
 """
 
 from __future__ import annotations
@@ -17,39 +17,106 @@ from dataclasses import dataclass
 _ACCEPT_POLL_S = 0.05  # how often the accept loop notices stop(); bounds stop()'s latency
 
 
+# Fault kinds as named on the command line (`--wire-fault dmm:KIND[:PATTERN]`).
+FAULT_KINDS = ("no-reply", "slow", "garbage", "drop", "refuse", "error")
+DEFAULT_GARBAGE = b"\xff\xfe\x80\x00garbage"
+
+
 @dataclass
 class WireFaults:
-    """What the wire does wrong. Attributes may be changed from tests while serving."""
+    """What the wire does wrong. Attributes may be changed from tests while serving.
+
+    Pattern faults act on messages matching a regex (case-insensitive):
+    `no_reply_to` swallows them (never executed or answered); `garbage_to` executes them but
+    answers `garbage` instead of the reply; `drop_on` closes the connection instead of
+    answering (a pty twin goes silent for `drop_s` instead); `error_on` executes them and then
+    pushes `error` into the instrument's error queue. `count` limits how many matching messages
+    are affected in all (None: every one). `delay_s` makes every reply late; `refuse` makes a
+    TCP twin accept and at once close every new connection.
+    """
 
     no_reply_to: str | None = None
-    count: int | None = None  # swallow only this many matching messages; None = all
+    count: int | None = None
     delay_s: float = 0.0
+    garbage_to: str | None = None
+    garbage: bytes = DEFAULT_GARBAGE
+    drop_on: str | None = None
+    drop_s: float = 0.5
+    error_on: str | None = None
+    error: tuple[int, str] = (-222, "Data out of range")
+    refuse: bool = False
     swallowed: int = 0  # how many messages were swallowed so far (tests wait on it)
+    dropped: int = 0  # how many connections were dropped (or silences begun) so far
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
 
-    def swallow(self, message: str) -> bool:
-        """Whether `message` gets no reply (counts it against `count`)."""
+    def action(self, message: str) -> str | None:
+        """The fault to apply to `message`: "no-reply", "drop", "garbage", "error" or None."""
         with self._lock:
-            if not self.no_reply_to or not re.search(self.no_reply_to, message, re.IGNORECASE):
-                return False
+            rules = (
+                ("no-reply", self.no_reply_to),
+                ("drop", self.drop_on),
+                ("garbage", self.garbage_to),
+                ("error", self.error_on),
+            )
+            kind = next((k for k, p in rules if p and re.search(p, message, re.IGNORECASE)), None)
+            if kind is None:
+                return None
             if self.count is not None:
                 if self.count <= 0:
-                    return False
+                    return None
                 self.count -= 1
-            self.swallowed += 1
-            return True
+            if kind == "no-reply":
+                self.swallowed += 1
+            elif kind == "drop":
+                self.dropped += 1
+            return kind
+
+    def swallow(self, message: str) -> bool:
+        """Whether `message` gets no reply (counts it against `count`)."""
+        return self.action(message) == "no-reply"
+
+    def set(self, kind: str, pattern: str | None = None) -> None:
+        """Turn on one fault as written on the command line: KIND with an optional PATTERN.
+
+        The PATTERN is a regex of the messages affected (default: every message), except for
+        `slow`, where it is the delay in seconds (default 1), and `error`, where it may also be
+        `CODE,"TEXT"` to choose the error pushed after the next message.
+        """
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown wire fault {kind!r}; valid: {', '.join(FAULT_KINDS)}")
+        regex = pattern or "."
+        if kind == "no-reply":
+            self.no_reply_to = regex
+        elif kind == "slow":
+            try:
+                self.delay_s = float(pattern) if pattern else 1.0
+            except ValueError:
+                raise ValueError(f"slow takes a delay in seconds, not {pattern!r}") from None
+        elif kind == "garbage":
+            self.garbage_to = regex
+        elif kind == "drop":
+            self.drop_on, self.count = regex, 1 if self.count is None else self.count
+        elif kind == "refuse":
+            self.refuse = True
+        else:
+            match = re.fullmatch(r'\s*([+-]?\d+)\s*,\s*"?(.*?)"?\s*', pattern or "")
+            if match:
+                self.error, self.error_on, self.count = (int(match[1]), match[2]), ".", 1
+            else:
+                self.error_on = regex
 
     def clear(self) -> None:
         with self._lock:
             self.no_reply_to, self.count, self.delay_s = None, None, 0.0
+            self.garbage_to, self.drop_on, self.error_on, self.refuse = None, None, None, False
 
 
 class TwinServer:
     """Serve `twin.handle()` on 127.0.0.1:<port chosen by the OS>, newline-terminated."""
 
-    def __init__(self, twin, *, host: str = "127.0.0.1") -> None:
+    def __init__(self, twin, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.twin = twin
         self.faults = WireFaults()
         self._host = host
@@ -58,7 +125,7 @@ class TwinServer:
         self._threads: list[threading.Thread] = []
         self._clients: set[socket.socket] = set()
         self._lock = threading.Lock()
-        self.port = 0
+        self.port = port  # 0: chosen by the OS at start()
 
     @property
     def resource(self) -> str:
@@ -72,7 +139,7 @@ class TwinServer:
             return len(self._clients)
 
     def start(self) -> TwinServer:
-        listener = socket.create_server((self._host, 0))
+        listener = socket.create_server((self._host, self.port))
         listener.settimeout(_ACCEPT_POLL_S)
         self._listener = listener
         self.port = listener.getsockname()[1]
@@ -121,6 +188,11 @@ class TwinServer:
                 continue
             except OSError:
                 return
+            if self.faults.refuse:  # accepted by the kernel already: close it at once
+                with contextlib.suppress(OSError):
+                    client.shutdown(socket.SHUT_RDWR)
+                client.close()
+                continue
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client.settimeout(None)
             with self._lock:
@@ -137,7 +209,8 @@ class TwinServer:
                 buffer += data
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
-                    self._answer(client, line.decode("ascii", "replace").strip())
+                    if not self._answer(client, line.decode("ascii", "replace").strip()):
+                        return  # fault: drop the connection
         except OSError:
             return
         finally:
@@ -145,12 +218,24 @@ class TwinServer:
                 self._clients.discard(client)
             client.close()
 
-    def _answer(self, client: socket.socket, message: str) -> None:
-        if not message or self.faults.swallow(message):
-            return
+    def _answer(self, client: socket.socket, message: str) -> bool:
+        """Execute and answer one message; False to drop the connection."""
+        if not message:
+            return True
+        action = self.faults.action(message)
+        if action == "no-reply":
+            return True
+        if action == "drop":
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_RDWR)
+            return False
         reply = self.twin.handle(message)
+        if action == "error":
+            self.twin.push_error(*self.faults.error)
         if reply is None:
-            return
+            return True
         if self.faults.delay_s and self._stopping.wait(self.faults.delay_s):
-            return
-        client.sendall(reply.encode("ascii") + b"\n")
+            return True
+        payload = self.faults.garbage if action == "garbage" else reply.encode("ascii")
+        client.sendall(payload + b"\n")
+        return True

@@ -1,4 +1,4 @@
-"""The `station` command: run, check, list, sim.
+"""The `station` command: run, check, list, upload, runs, sim.
 
 Exit codes (DESIGN.md §9): 0 PASS, 1 FAIL, 2 usage or config error, 3 ERROR, 4 TIMEOUT, 130 ABORTED.
 Heavy modules (pydantic, pyvisa) are imported inside the commands so `station --help` stays fast.
@@ -51,17 +51,50 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--sim-fault", metavar="MODE", help="with --sim: board fault to simulate")
     run.add_argument("--json-out", metavar="FILE", help="also write the run record to FILE")
+    run.add_argument(
+        "--no-upload",
+        action="store_true",
+        help="record the run but do not upload it now ('station upload' sends it later)",
+    )
     run.set_defaults(handler=cmd_run)
 
     check = add("check", "check the config, the procedures and that every instrument answers")
     check.add_argument("--sim", action="store_true", help="check against the simulated bench")
+    check.add_argument(
+        "--wire-fault",
+        action="append",
+        default=[],
+        metavar="INSTRUMENT:KIND[:PATTERN]",
+        help="with --sim: make a twin misbehave (see `station sim --help`); repeatable",
+    )
     check.set_defaults(handler=cmd_check)
 
     listing = add("list", "list this station's procedures and instruments")
     listing.set_defaults(handler=cmd_list)
 
+    upload = add("upload", "upload every recorded run not in TofuPilot yet")
+    upload.add_argument(
+        "--retry-parked",
+        action="store_true",
+        help="also retry runs parked by a server refusal (after fixing what the hint says)",
+    )
+    upload.set_defaults(handler=cmd_upload)
+
+    runs = add("runs", "list recent runs and their upload state, newest first")
+    runs.add_argument("--limit", type=int, default=20, metavar="N", help="how many (default 20)")
+    runs.set_defaults(handler=cmd_runs)
+
     sim = add("sim", "serve the simulated bench of station.yaml until Ctrl-C")
     sim.add_argument("--fault", metavar="MODE", help="board fault to simulate")
+    sim.add_argument(
+        "--wire-fault",
+        action="append",
+        default=[],
+        metavar="INSTRUMENT:KIND[:PATTERN]",
+        help="make a twin misbehave on the wire; KIND is no-reply, slow, garbage, drop, refuse "
+        "or error, PATTERN a regex of the commands affected (slow: seconds; error: "
+        'CODE,"TEXT"), e.g. dmm:no-reply:READ, psu:drop:OUTP, dmm:slow:0.5; repeatable',
+    )
     sim.set_defaults(handler=cmd_sim)
     return parser
 
@@ -103,12 +136,15 @@ def _bench_resources(config: Any, enabled: bool, fault: str | None = None):
         return
     import sim
 
-    bench = sim.start_bench(
-        {name: inst.driver for name, inst in config.instruments.items()},
-        board=config.sim.board,
-        fault=fault or config.sim.fault,
-        seed=config.sim.seed,
-    )
+    try:
+        bench = sim.start_bench(
+            {name: inst.driver for name, inst in config.instruments.items()},
+            board=config.sim.board,
+            fault=fault or config.sim.fault,
+            seed=config.sim.seed,
+        )
+    except ValueError as exc:  # unknown board, fault or simulated model: the message says which
+        raise UsageError(f"--sim: {exc}") from None
     try:
         yield bench, bench.resources
     finally:
@@ -117,26 +153,37 @@ def _bench_resources(config: Any, enabled: bool, fault: str | None = None):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from station.console import Console
-    from station.context import Dut
-    from station.instruments import InstrumentSet, check_drivers
-    from station.journal import Journal, check_writable, find_interrupted, recover
+    from station.instruments import check_drivers
+    from station.journal import check_writable
     from station.loader import load_procedure
-    from station.runner import Runner
 
     config = _load(args)
     procedure = load_procedure(args.procedure, config)
-    names = procedure.instrument_names
-    check_drivers(config, names)
+    check_drivers(config, procedure.instrument_names)
     serial = _valid_serial(args.serial) if args.serial is not None else None
-    data_dir = config.data_path
-    check_writable(data_dir)
+    check_writable(config.data_path)
     console = Console()
-    for run_dir in find_interrupted(data_dir):
-        record = recover(run_dir)
-        console.say(
-            f"recovered interrupted run {run_dir.name}: {record.outcome} ({record.outcome_reason})"
-        )
+    outbox = _outbox(config, timeout_s=RUN_UPLOAD_BUDGET_S)
+    with contextlib.closing(outbox):
+        # A run still going on in another process holds its claim: only dead ones are recovered.
+        for run_dir, recovered in outbox.recover_interrupted():
+            console.say(
+                f"recovered interrupted run {run_dir.name}: {recovered.outcome} "
+                f"({recovered.outcome_reason})"
+            )
+        return _run_and_upload(args, config, procedure, serial, console, outbox)
 
+
+def _run_and_upload(args, config, procedure, serial, console, outbox) -> int:
+    """The run itself (cmd_run's second half), then its bounded upload."""
+    from station.context import Dut
+    from station.instruments import InstrumentSet
+    from station.journal import Journal
+    from station.runner import Runner
+    from station.tofupilot.outbox import RunClaim
+
+    names = procedure.instrument_names
+    data_dir = config.data_path
     with (
         _bench_resources(config, args.sim, args.sim_fault) as (bench, resources),
         InstrumentSet(config, names, resources) as instruments,
@@ -152,7 +199,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             dut,
             instruments=instruments,
             interrupt_io=instruments.interrupt,
-            listeners=[journal, console],
+            # The claim keeps other processes' recovery and uploads away from this run.
+            listeners=[journal, RunClaim(outbox, lambda: journal.run_dir), console],
             operator=_operator(args.operator),
             station_name=config.station.name,
             prompt=_terminal_prompt(),
@@ -166,12 +214,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.say(f"   record: {_display(journal.run_dir)}")
     if args.json_out:
         Path(args.json_out).write_text(record.model_dump_json(indent=2), encoding="utf-8")
-    return EXIT_CODES[record.outcome.value]
+    if journal.run_dir is not None and not args.no_upload:
+        _upload_after_run(outbox, journal.run_dir, config.tofupilot.api_key_env, console.say)
+    return EXIT_CODES[record.outcome.value]  # never depends on the upload
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from drivers import InstrumentError
-    from station.instruments import InstrumentSet, check_drivers
+    from station.instruments import (
+        InstrumentSet,
+        check_drivers,
+        failure_hint,
+        measure_round_trip,
+    )
     from station.loader import load_procedure
 
     config = _load(args)
@@ -183,24 +238,54 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"procedure {procedure_id}: {len(procedure.phases)} phases, "
             f"{len(procedure.teardown)} teardown ({_display(procedure.source_file)})"
         )
+    if args.wire_fault and not args.sim:
+        raise UsageError("--wire-fault needs --sim")
     failures = 0
-    with _bench_resources(config, args.sim) as (_, resources):
+    with _bench_resources(config, args.sim) as (bench, resources):
+        _apply_wire_faults(bench, args.wire_fault)
         for name, settings in config.instruments.items():
             resource = resources.get(name, settings.resource)
             instruments = InstrumentSet(config, [name], resources)
             try:
                 instruments.open()
                 item = instruments.opened[0]
+                round_trip = measure_round_trip(item.driver)
                 print(
                     f"instrument {name}: {settings.driver} at {resource}: {item.identity} "
-                    f"({item.round_trip_ms:.1f} ms)"
+                    f"(model {item.driver.MODEL} OK; open {item.round_trip_ms:.1f} ms, "
+                    f"round trip {round_trip:.2f} ms)"
                 )
             except InstrumentError as exc:
                 failures += 1
                 print(f"instrument {name}: FAILED: {exc}")
+                print(f"  hint: {failure_hint(config, name, exc, _display(config.path))}")
             finally:
                 instruments.close()
+    failures += _check_reporting(config)
     return EXIT_ERROR if failures else EXIT_PASS
+
+
+def _check_reporting(config: Any) -> int:
+    """Print the TofuPilot part of `check`; 1 if a configured key does not work, else 0.
+
+    No key at all is reported but is not a failure: runs are still recorded and queued.
+    """
+    from station.tofupilot.check import check_tofupilot
+
+    ok, lines = check_tofupilot(config)
+    for line in lines:
+        print(line)
+    key_given = bool(os.environ.get(config.tofupilot.api_key_env, "").strip())
+    return 0 if ok or not key_given else 1
+
+
+def _apply_wire_faults(bench: Any, specs: list[str]) -> None:
+    """Inject `--wire-fault` specs into the simulated bench (a bad spec is a usage error)."""
+    for spec in specs:
+        try:
+            bench.set_wire_fault(spec)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -222,7 +307,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
     import threading
 
     config = _load(args)
-    with _bench_resources(config, True, args.fault) as (_, resources):
+    with _bench_resources(config, True, args.fault) as (bench, resources):
+        _apply_wire_faults(bench, args.wire_fault)
         print("simulated bench running; point station.yaml (or your script) at:")
         for name, resource in resources.items():
             print(f"  {name:<12} {resource}")
@@ -280,3 +366,123 @@ def _display(path: str | os.PathLike[str]) -> str:
     except ValueError:
         return str(path)
     return relative if not relative.startswith("..") else str(path)
+
+
+# -- TofuPilot upload: `station run`'s bounded upload, `station upload`, `station runs` ----------
+
+RUN_UPLOAD_BUDGET_S = 5.0  # the most `station run` waits for TofuPilot after the run
+UPLOAD_TIMEOUT_S = 10.0  # per request in `station upload`
+
+
+def _outbox(config: Any, *, timeout_s: float = UPLOAD_TIMEOUT_S) -> Any:
+    """The outbox of this station's data_dir; without an API key it can only report."""
+    from station.tofupilot.client import TofuPilotClient
+    from station.tofupilot.outbox import Outbox
+
+    settings = config.tofupilot
+    key = os.environ.get(settings.api_key_env, "").strip()
+    factory = (lambda: TofuPilotClient(settings.url, key, timeout_s=timeout_s)) if key else None
+    return Outbox(config.data_path, factory, api_key_env=settings.api_key_env)
+
+
+def _upload_after_run(outbox: Any, run_dir: Path, api_key_env: str, say: Any) -> None:
+    """Upload the run just recorded, bounded by RUN_UPLOAD_BUDGET_S; never raises.
+
+    The upload runs on a daemon thread joined with the budget, so even what request timeouts
+    do not bound (a DNS lookup on a dead network) cannot hold the operator. Whatever happens,
+    upload.json stays consistent and `station upload` finishes the job.
+    """
+    import threading
+    import time
+
+    from station.tofupilot.outbox import NOT_CONFIGURED, PARKED, UPLOADED
+
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["status"] = outbox.upload(run_dir, deadline=time.time() + RUN_UPLOAD_BUDGET_S)
+        except Exception as exc:  # a bug must not cost the operator the run's exit code
+            outcome["error"] = f"{type(exc).__name__}: {exc}"
+
+    worker = threading.Thread(target=work, name="station-upload", daemon=True)
+    worker.start()
+    try:
+        worker.join(RUN_UPLOAD_BUDGET_S + 1.5)
+    except KeyboardInterrupt:  # the run is recorded; its exit code stands
+        outcome.setdefault("error", "interrupted")
+    status = outcome.get("status")
+    later = "send it with 'station upload'"
+    if status is None:
+        reason = outcome.get("error") or "no answer in time"
+        say(f"   queued for upload ({reason}); {later}")
+    elif status.state == UPLOADED:
+        say(f"   uploaded: run {status.run_id}" + (f" {status.run_url}" if status.run_url else ""))
+    elif status.state == NOT_CONFIGURED:
+        say(f"   not uploaded: ${api_key_env} is not set; set it and run 'station upload'")
+    elif status.state == PARKED:
+        say(f"   not uploaded (parked): {status.hint}")
+    else:
+        say(f"   queued for upload ({status.message}); {later}")
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    from station.tofupilot.outbox import BUSY, NOT_CONFIGURED, UPLOADED
+
+    config = _load(args)
+    env = config.tofupilot.api_key_env
+    with _outbox(config) as outbox:
+        for run_dir, record in outbox.recover_interrupted():
+            print(f"recovered interrupted run {run_dir.name}: {record.outcome.value}")
+        results = outbox.drain(retry_parked=args.retry_parked)
+    for status in results:
+        print(_upload_line(status))
+    if not results:
+        print("nothing to upload")
+    elif any(s.state == NOT_CONFIGURED for s in results):
+        print(f"not uploaded: ${env} is not set; set it and run 'station upload'")
+    left = [s for s in results if s.state not in (UPLOADED, BUSY)]
+    return EXIT_FAIL if left else EXIT_PASS
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from station.tofupilot.outbox import Outbox
+
+    config = _load(args)
+    outbox = Outbox(config.data_path, None, api_key_env=config.tofupilot.api_key_env)
+    run_dirs = list(reversed(outbox.run_dirs()))[: max(args.limit, 0)]
+    if not run_dirs:
+        print(f"no runs in {_display(config.data_path)}")
+        return EXIT_PASS
+    print(f"{'started':<21} {'procedure':<10} {'serial':<16} {'outcome':<8} upload")
+    for run_dir in run_dirs:
+        status = outbox.status(run_dir)
+        started = (status.started_at or "?")[:19].replace("T", " ") + "Z"
+        print(
+            f"{started:<21} {status.procedure or '?':<10} {status.serial or '?':<16} "
+            f"{status.outcome or '-':<8} {_state_text(status)}"
+        )
+    return EXIT_PASS
+
+
+def _upload_line(status: Any) -> str:
+    return f"{status.state:<10} {status.run_dir.name}  {_state_text(status, long=True)}"
+
+
+def _state_text(status: Any, long: bool = False) -> str:
+    """One run's upload state in a few words: run id, next retry, the hint."""
+    state = status.state
+    if state == "uploaded":
+        return f"uploaded: run {status.run_id}" if not long else f"run {status.run_id}"
+    if state == "queued":
+        detail = status.message
+        if status.next_retry_at:
+            detail += f"; next retry {status.next_retry_at}"
+        return f"queued ({detail})" if not long else detail
+    if state == "parked":
+        return f"parked: {status.hint}" if not long else str(status.hint)
+    if state == "interrupted":
+        return "interrupted (recovered and uploaded by 'station upload')"
+    if state == "busy":
+        return "in progress in another process"
+    return f"{state}: {status.message}" if not long else status.message

@@ -18,7 +18,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from drivers import InstrumentError, UnknownDriverError
-from drivers.registry import create_driver, driver_names, get_driver_class
+from drivers.errors import (
+    KIND_GARBAGE,
+    KIND_IN_USE,
+    KIND_LOST,
+    KIND_REFUSED,
+    KIND_TIMEOUT,
+    KIND_WRONG_MODEL,
+)
+from drivers.registry import DRIVERS, create_driver, driver_names, get_driver_class
+from drivers.transport import is_serial_resource
 
 log = logging.getLogger("station.instruments")
 
@@ -45,7 +54,79 @@ class OpenedInstrument:
     name: str
     driver: Any
     identity: str
-    round_trip_ms: float
+    round_trip_ms: float  # time to open and identify it (connect + *IDN?)
+
+
+def measure_round_trip(driver: Any, repeats: int = 5) -> float:
+    """Median time of `*IDN?` on an open driver, in ms: what one exchange costs on this link."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        driver.query("*IDN?")
+        times.append((time.perf_counter() - started) * 1000)
+    return sorted(times)[len(times) // 2]
+
+
+def failure_hint(
+    config: Any, name: str, error: InstrumentError, where: str = "station.yaml"
+) -> str:
+    """What the operator should check when instrument `name` failed to open with `error`.
+
+    `where` is how to name the config file in the hint (e.g. its path as displayed).
+    """
+    settings = config.instruments[name]
+    resource = error.resource or settings.resource
+
+    def line(key: str) -> str:
+        number = config.line_of(f"instruments.{name}.{key}") or config.line_of(
+            f"instruments.{name}"
+        )
+        return f"{where} line {number}" if number else where
+
+    serial = is_serial_resource(resource) or resource.upper().startswith("ASRL")
+    if error.kind == KIND_IN_USE:
+        holder = f"pid {error.pid}" if error.pid else "another process"
+        return f"held by {holder}: stop that station (or let it finish) and try again"
+    if error.kind == KIND_WRONG_MODEL:
+        hint = f"fix the driver in {line('driver')}"
+        identity = error.message.partition(", got ")[2].strip("'\"")
+        matches = [
+            driver
+            for driver in driver_names()
+            if driver != settings.driver and _idn_matches(driver, identity)
+        ]
+        if matches:
+            hint += f" (the reply looks like {' or '.join(matches)})"
+        elif "VISA" in error.message:
+            hint = f"give a serial device path in {line('resource')}"
+        return hint
+    if error.kind == KIND_REFUSED:
+        if serial:
+            return (
+                f"nothing at that port: is the instrument plugged in and the device path in "
+                f"{line('resource')} right?"
+            )
+        return (
+            "connection refused: is the instrument on and the port right? Keysight uses 5025, "
+            f"Rigol 5555 ({line('resource')})"
+        )
+    if error.kind == KIND_TIMEOUT:
+        serial_hint = " and the baud rate" if serial else ""
+        return f"no reply: check read/write termination{serial_hint} ({line('resource')})"
+    if error.kind == KIND_GARBAGE:
+        return "the reply is not text: check the baud rate and that this is the right instrument"
+    if error.kind == KIND_LOST:
+        return "the instrument dropped the link: check the cable, or whether it rebooted"
+    return f"check the resource in {line('resource')}"
+
+
+def _idn_matches(driver: str, identity: str) -> bool:
+    if driver not in DRIVERS or not identity:
+        return False
+    try:
+        return bool(get_driver_class(driver).IDN_PATTERN.search(identity))
+    except Exception:  # a driver module that fails to import is not a suggestion
+        return False
 
 
 class InstrumentSet(Mapping[str, Any]):

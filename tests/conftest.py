@@ -81,6 +81,14 @@ class Bench:
         return runner.execute()
 
 
+@pytest.fixture(autouse=True)
+def _no_real_station_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never reach the real TofuPilot, even on a machine where a key is exported, and
+    never pick up a developer's station.yaml. Subprocesses inherit this environment."""
+    monkeypatch.delenv("TOFUPILOT_API_KEY", raising=False)
+    monkeypatch.delenv("STATION_CONFIG", raising=False)
+
+
 @pytest.fixture
 def bench(tmp_path: Path) -> Bench:
     return Bench(tmp_path)

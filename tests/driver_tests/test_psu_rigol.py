@@ -84,11 +84,11 @@ def test_invalid_channel_names_the_valid_ones(scripted, channel):
 def test_instrument_error_from_the_queue_carries_its_text(scripted):
     transport = scripted(
         [
-            (":SOUR3:VOLT 12", None),
+            (":SOUR3:VOLT 4", None),
             ("*OPC?", "1"),
             (":SYST:ERR?", '-222,"Data out of range"'),
             (":SYST:ERR?", '0,"No error"'),
         ]
     )
     with pytest.raises(InstrumentError, match=r'psu .*-222,"Data out of range"'):
-        RigolDP832(transport, "psu").set_voltage(3, 12)
+        RigolDP832(transport, "psu").set_voltage(3, 4)

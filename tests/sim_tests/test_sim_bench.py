@@ -79,7 +79,7 @@ def test_noise_is_seeded():
 
 
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(ValueError, match="simulated models: keysight-34461a, rigol-dp832"):
+    with pytest.raises(ValueError, match=r"simulated models: .*keysight-34461a, .*rigol-dp832"):
         sim.start_bench({"dmm": "fluke-8846a"})
     with pytest.raises(ValueError, match="valid boards: pcba01"):
         sim.start_bench({}, board="pcba99")

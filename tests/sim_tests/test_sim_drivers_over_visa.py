@@ -80,7 +80,7 @@ def test_unknown_command_lands_in_the_queue_and_check_errors_raises_it(
 def test_instrument_rejects_an_out_of_range_setting(connect):
     psu = connect("psu")
     with pytest.raises(InstrumentError, match=r'psu .*-222,"Data out of range"'):
-        psu.set_voltage(3, 12.0)  # CH3 is a 5 V output
+        psu.set_ovp(3, 8.0)  # CH3's OVP goes to 5.5 V at most
 
 
 def test_no_reply_times_out_and_the_next_query_works(connect, sim_bench):

@@ -1,0 +1,1 @@
+"""TofuPilot reporting: the v2 run body (`payload`), the HTTP client and the upload outbox."""

@@ -1,0 +1,294 @@
+"""A small httpx client for the TofuPilot v2 endpoints a station uses.
+
+Why not the official SDK: it has no timeout by default (a request can hang forever), it does not
+percent-encode path values, it ignores Retry-After and it imports telemetry. This client:
+
+- puts a timeout on every request (connect, read, write and pool), overridable per call so a caller
+  with a deadline can shrink it;
+- sends the API key only as `Authorization: Bearer ...` to the API itself, never to an upload URL
+  (those point at object storage), and scrubs it from every error text it produces;
+- turns every failure into one of two typed exceptions, each saying whether a retry may succeed:
+  `ApiError` (the server answered with an error status) and `TransportError` (no usable answer:
+  connection refused, reset, timeout).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+MAX_ERROR_BODY = 4096  # bytes of an error body kept for messages (the official CLI keeps 4 KiB)
+_RETRYABLE_STATUS = frozenset({408, 429})
+_USER_AGENT = "station (TofuPilot v2 client)"
+
+
+class TofuPilotError(Exception):
+    """Base class of every error this client raises."""
+
+    retryable: bool = False
+    retry_after_s: float | None = None
+
+
+class ApiError(TofuPilotError):
+    """The server answered with an error status (or an unusable success body).
+
+    `code`, `message` and `issues` come from the server's `{code, message, issues}` body when it
+    has one; a non-JSON body (a proxy's HTML page) becomes the message, truncated.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str | None,
+        message: str,
+        issues: list[str] | None = None,
+        *,
+        retry_after_s: float | None = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.issues = list(issues or [])
+        self.retry_after_s = retry_after_s
+        text = f"HTTP {status}" + (f" {code}" if code else "") + f": {message}"
+        if self.issues:
+            text += " (" + "; ".join(self.issues) + ")"
+        super().__init__(text)
+
+    @property
+    def retryable(self) -> bool:  # type: ignore[override]
+        """True for 408, 429 and 5xx, and for a 2xx whose body is unusable (the run was sent
+        with its idempotency key, so sending it again cannot duplicate it)."""
+        return self.status in _RETRYABLE_STATUS or self.status >= 500 or self.status < 300
+
+
+class TransportError(TofuPilotError):
+    """No usable answer: the connection failed, was dropped, or a timeout expired.
+
+    `kind` is "connect" (no connection: nothing reached the server), "connection" (dropped
+    during the exchange) or "timeout". Always retryable: after "connection" or "timeout" the
+    request may or may not have been processed, which is why runs carry an idempotency key.
+    """
+
+    retryable = True
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        self.message = message
+        super().__init__(message)
+
+
+class TofuPilotClient:
+    """Talks to `{url}/v2/...` with a bearer key. Use as a context manager, or call `close()`.
+
+    `url` is the API base as written in station.yaml (`https://www.tofupilot.app/api`).
+    """
+
+    def __init__(self, url: str, api_key: str, *, timeout_s: float = 10.0) -> None:
+        if not api_key:
+            raise ValueError("api_key is empty")
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        self._api_key = api_key
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(timeout_s),
+            headers={"user-agent": _USER_AGENT, "accept": "application/json"},
+            follow_redirects=False,  # a redirected POST would be re-sent as GET; report it
+            trust_env=True,
+        )
+
+    def __repr__(self) -> str:
+        return f"TofuPilotClient(url={self.url!r}, timeout_s={self.timeout_s})"
+
+    def __enter__(self) -> TofuPilotClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- endpoints ------------------------------------------------------------------------------
+
+    def create_run(self, body: dict[str, Any], *, timeout_s: float | None = None) -> str:
+        """POST /v2/runs; returns the run id (the existing one if `client_run_ref` was seen)."""
+        data = self._api("POST", "/v2/runs", body, timeout_s)
+        return self._field(data, "id")
+
+    def create_attachment(
+        self, run_id: str, name: str, *, timeout_s: float | None = None
+    ) -> tuple[str, str]:
+        """POST /v2/runs/{id}/attachments; returns (attachment id, upload URL)."""
+        data = self._api("POST", f"/v2/runs/{_seg(run_id)}/attachments", {"name": name}, timeout_s)
+        return self._field(data, "id"), self._field(data, "upload_url")
+
+    def upload_attachment_bytes(
+        self, upload_url: str, data: bytes, content_type: str, *, timeout_s: float | None = None
+    ) -> None:
+        """PUT the bytes to the upload URL. No API key: the URL itself is the grant."""
+        response = self._send(
+            "PUT",
+            upload_url,
+            content=data,
+            headers={"content-type": content_type},
+            timeout_s=timeout_s,
+        )
+        if not 200 <= response.status_code < 300:
+            raise self._api_error(response)
+
+    def finalize_attachment(self, attachment_id: str, *, timeout_s: float | None = None) -> None:
+        """POST /v2/attachments/{id}/finalize (the server records size and type)."""
+        self._api("POST", f"/v2/attachments/{_seg(attachment_id)}/finalize", None, timeout_s)
+
+    def whoami(self, *, timeout_s: float | None = None) -> dict[str, Any]:
+        """GET /v2/whoami: `{type: station|user, station, user, organization}`."""
+        return self._api("GET", "/v2/whoami", None, timeout_s)
+
+    def current_station(self, *, timeout_s: float | None = None) -> dict[str, Any]:
+        """GET /v2/stations/current (station keys): the station and its linked procedures."""
+        return self._api("GET", "/v2/stations/current", None, timeout_s)
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _api(
+        self, method: str, path: str, body: dict[str, Any] | None, timeout_s: float | None
+    ) -> dict[str, Any]:
+        headers = {"authorization": f"Bearer {self._api_key}"}
+        if body is not None:
+            content = json.dumps(body, allow_nan=False).encode()
+            headers["content-type"] = "application/json"
+        else:
+            content = b"" if method == "POST" else None
+        response = self._send(
+            method, self.url + path, content=content, headers=headers, timeout_s=timeout_s
+        )
+        if not 200 <= response.status_code < 300:
+            raise self._api_error(response)
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise ApiError(
+                response.status_code,
+                "INVALID_RESPONSE",
+                "the server's answer is not a JSON object: "
+                + self._scrub(_truncate(response.content)),
+            )
+        return data
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        content: bytes | None,
+        headers: dict[str, str],
+        timeout_s: float | None,
+    ) -> httpx.Response:
+        timeout = httpx.Timeout(timeout_s if timeout_s is not None else self.timeout_s)
+        try:
+            return self._http.request(
+                method, url, content=content, headers=headers, timeout=timeout
+            )
+        except httpx.TimeoutException as exc:
+            raise TransportError(
+                "timeout",
+                f"{method} {_where(url)}: no answer within {timeout.read:g} s "
+                f"({type(exc).__name__})",
+            ) from None
+        except httpx.ConnectError as exc:
+            raise TransportError(
+                "connect", f"{method} {_where(url)}: {self._scrub(str(exc)) or 'cannot connect'}"
+            ) from None
+        except (httpx.TransportError, OSError) as exc:
+            # from None: the chained httpx exception adds nothing an operator can use, and a
+            # request object hanging off a traceback is one more place a header could surface.
+            raise TransportError(
+                "connection",
+                f"{method} {_where(url)}: {self._scrub(str(exc)) or type(exc).__name__}",
+            ) from None
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:  # e.g. an invalid URL
+            raise TransportError(
+                "connection", f"{method} {_where(url)}: {self._scrub(str(exc))}"
+            ) from None
+
+    def _api_error(self, response: httpx.Response) -> ApiError:
+        code: str | None = None
+        issues: list[str] = []
+        message = ""
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            code = data.get("code") if isinstance(data.get("code"), str) else None
+            message = str(data.get("message") or "")
+            for issue in data.get("issues") or []:
+                if isinstance(issue, dict):
+                    where = ".".join(str(p) for p in issue.get("path") or [])
+                    text = str(issue.get("message", ""))
+                    issues.append(f"{where}: {text}" if where else text)
+                else:
+                    issues.append(str(issue))
+        if not message:
+            message = _truncate(response.content) or response.reason_phrase or "no message"
+        if 300 <= response.status_code < 400:
+            location = response.headers.get("location", "?")
+            message = f"redirected to {_where(location)}: check tofupilot.url in station.yaml"
+        return ApiError(
+            response.status_code,
+            code,
+            self._scrub(message[:MAX_ERROR_BODY]),
+            [self._scrub(i[:MAX_ERROR_BODY]) for i in issues[:20]],
+            retry_after_s=_retry_after(response.headers.get("retry-after")),
+        )
+
+    def _field(self, data: dict[str, Any], name: str) -> str:
+        value = data.get(name)
+        if not isinstance(value, str) or not value:
+            raise ApiError(200, "INVALID_RESPONSE", f"the server's answer has no {name!r}")
+        return value
+
+    def _scrub(self, text: str) -> str:
+        """Never let the key out, even if a server or proxy echoes it back."""
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+
+def _seg(value: str) -> str:
+    """A path segment, percent-encoded (the SDK does not encode: `SN/1` would become two)."""
+    return quote(value, safe="")
+
+
+def _where(url: str) -> str:
+    """The URL without its query string: presigned upload URLs carry their grant there."""
+    return url.split("?", 1)[0]
+
+
+def _truncate(content: bytes) -> str:
+    return content[:MAX_ERROR_BODY].decode("utf-8", errors="replace").strip()
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (delta form); an HTTP date or garbage gives None."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        from datetime import UTC, datetime
+
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return max(0.0, min(seconds, 24 * 3600.0))
