@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from drivers.errors import KIND_GARBAGE, KIND_IO, KIND_REFUSED, KIND_TIMEOUT, InstrumentError
-from drivers.transport import _DRAIN_MAX_S, _DRAIN_QUIET_S, SessionTransport, _Connection, _NoReply
+from drivers.session import _DRAIN_MAX_S, _DRAIN_QUIET_S, Connection, SessionTransport, _NoReply
 
 _SERIAL_PREFIX = "serial://"
 
@@ -84,7 +84,7 @@ class SerialTransport(SessionTransport):
     def query(self, command: str, reply_length: int | None = None) -> str:
         """Write `command` and read its reply (`reply_length` bytes if given) as ASCII text."""
 
-        def write_then_read(conn: _Connection) -> str:
+        def write_then_read(conn: Connection) -> str:
             self._send(conn, command)
             if reply_length is not None:
                 return self._read_exact(conn, reply_length).decode("ascii")
@@ -95,7 +95,7 @@ class SerialTransport(SessionTransport):
     def query_bytes(self, command: str, count: int) -> bytes:
         """Write `command` and read exactly `count` raw bytes (e.g. a binary status byte)."""
 
-        def write_then_read(conn: _Connection) -> bytes:
+        def write_then_read(conn: Connection) -> bytes:
             self._send(conn, command)
             return self._read_exact(conn, count)
 
@@ -103,10 +103,10 @@ class SerialTransport(SessionTransport):
 
     # -- I/O --------------------------------------------------------------------------------
 
-    def _send(self, conn: _Connection, command: str) -> None:
+    def _send(self, conn: Connection, command: str) -> None:
         conn.inst.write((command + self.write_termination).encode("ascii"))
 
-    def _receive(self, conn: _Connection) -> str:
+    def _receive(self, conn: Connection) -> str:
         port = conn.inst
         if self.read_termination:
             term = self.read_termination.encode("ascii")
@@ -119,7 +119,7 @@ class SerialTransport(SessionTransport):
             raise _Partial(b"")
         return (first + self._read_while_busy(conn)).decode("ascii")
 
-    def _read_while_busy(self, conn: _Connection) -> bytes:
+    def _read_while_busy(self, conn: Connection) -> bytes:
         """Bytes that keep arriving with gaps shorter than `idle_ms`, up to the timeout."""
         port = conn.inst
         chunks: list[bytes] = []
@@ -135,7 +135,7 @@ class SerialTransport(SessionTransport):
             port.timeout = self.timeout_ms / 1000
         return b"".join(chunks)
 
-    def _read_exact(self, conn: _Connection, count: int) -> bytes:
+    def _read_exact(self, conn: Connection, count: int) -> bytes:
         data = conn.inst.read(count)
         if len(data) < count:
             raise _Partial(data)
@@ -143,11 +143,11 @@ class SerialTransport(SessionTransport):
 
     # -- session ----------------------------------------------------------------------------
 
-    def _apply_timeout(self, conn: _Connection) -> None:
+    def _apply_timeout(self, conn: Connection) -> None:
         conn.inst.timeout = self.timeout_ms / 1000
         conn.inst.write_timeout = self.timeout_ms / 1000
 
-    def _connect(self) -> _Connection:
+    def _connect(self) -> Connection:
         import serial
 
         try:
@@ -168,12 +168,12 @@ class SerialTransport(SessionTransport):
         dispose = port.close
         if hasattr(port, "_socket"):
             abort = dispose = lambda: _close_socket_port(port)
-        conn = _Connection(port, abort=abort, dispose=dispose)
+        conn = Connection(port, abort=abort, dispose=dispose)
         conn.applied_timeout_ms = self.timeout_ms
         return conn
 
     def _translate(
-        self, conn: _Connection, exc: Exception, command: str | None, what: str
+        self, conn: Connection, exc: Exception, command: str | None, what: str
     ) -> InstrumentError:
         """Turn a pyserial/OS exception into an InstrumentError and leave the link usable."""
         import serial
@@ -204,7 +204,7 @@ class SerialTransport(SessionTransport):
         self._detach(conn)
         return self._error(f"I/O error during {what}: {exc}", command, KIND_IO)
 
-    def _drain(self, conn: _Connection) -> bool:
+    def _drain(self, conn: Connection) -> bool:
         """Discard a late reply: read until quiet for a while; False if the link is gone."""
         port = conn.inst
         deadline = time.monotonic() + _DRAIN_MAX_S

@@ -50,10 +50,12 @@ class Phase:
     measurements: tuple[MeasurementSpec, ...] = ()
     params: tuple[str, ...] = field(init=False)  # parameters to inject, by name
     run_if_params: tuple[str, ...] = field(init=False)
+    docstring: str | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.params = _injectable_params(self.func)
         self.run_if_params = _injectable_params(self.run_if) if self.run_if else ()
+        self.docstring = inspect.getdoc(self.func)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the phase function directly (handy in a unit test with fake instruments)."""
@@ -67,9 +69,6 @@ class Phase:
     def line(self) -> int:
         return self.func.__code__.co_firstlineno
 
-    @property
-    def docstring(self) -> str | None:
-        return inspect.getdoc(self.func)
 
     def spec(self, name: str) -> MeasurementSpec | None:
         return next((spec for spec in self.measurements if spec.name == name), None)

@@ -34,15 +34,13 @@ from station.record import (
     AttachmentRecord,
     ErrorInfo,
     LogEntry,
-    MeasurementRecord,
     Outcome,
     PhaseOutcome,
     PhaseRecord,
     RunRecord,
-    ValidatorRecord,
     utc_now,
 )
-from station.worker import CancelToken, PhaseCancelled, PhaseWorker
+from station.worker import CancelToken, Job, PhaseCancelled, PhaseWorker
 
 DEFAULT_TEARDOWN_TIMEOUT_S = 30.0
 _POLL_S = 0.05  # how often the main thread looks up from a running phase for Ctrl-C
@@ -191,7 +189,7 @@ class Runner:
             ended_at=now,
             docstring=ph.docstring,
             reason=reason,
-            measurements=self._measurement_records(Measurements(ph.measurements)),
+            measurements=_measurement_dicts(Measurements(ph.measurements)),
         )
         self.record.phases.append(rec)
         self._emit("phase_ended", rec)
@@ -231,7 +229,7 @@ class Runner:
             self._worker = PhaseWorker()
         logs = self._capture.begin_phase(self._worker.thread_ident)
         job = self._worker.submit(_call_phase(ph, available), kwargs, token)
-        status = self._wait(job.done, deadline, teardown)
+        status = self._wait(job, deadline, teardown)
         reason = None
         if status != "done":
             reason = self._abort_reason if status == "abort" else timeout_reason
@@ -241,35 +239,39 @@ class Runner:
         self._capture.end_phase()
         self._current_phase = None
 
-        records = self._measurement_records(measurements)
-        outcome, error, reason = self._judge(job.result, job.error, status, reason, records)
-        return PhaseRecord(
-            name=ph.name,
-            outcome=outcome,
-            started_at=started,
-            ended_at=utc_now(),
-            attempt=attempt,
-            teardown=teardown,
-            docstring=ph.docstring,
-            reason=reason,
-            error=error,
-            measurements=records,
-            logs=list(logs),
+        measured = _measurement_dicts(measurements)
+        outcome, error, reason = self._judge(job.result, job.error, status, reason, measured)
+        # One validation of the whole phase (nested in pydantic-core) instead of a model per
+        # measurement and per limit: the difference is half the per-measurement cost.
+        return PhaseRecord.model_validate(
+            {
+                "name": ph.name,
+                "outcome": outcome,
+                "started_at": started,
+                "ended_at": utc_now(),
+                "attempt": attempt,
+                "teardown": teardown,
+                "docstring": ph.docstring,
+                "reason": reason,
+                "error": error,
+                "measurements": measured,
+                "logs": logs,
+            }
         )
 
-    def _wait(self, done: threading.Event, deadline: float | None, teardown: bool) -> str:
+    def _wait(self, job: Job, deadline: float | None, teardown: bool) -> str:
         """'done', 'timeout' or 'abort'. Teardown phases are not interrupted by Ctrl-C."""
         while True:
             if self._abort.is_set() and not teardown:
                 return "abort"
             if deadline is None:
-                if done.wait(_POLL_S):
+                if job.wait(_POLL_S):
                     return "done"
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return "done" if done.is_set() else "timeout"
-            if done.wait(min(remaining, _POLL_S)):
+                return "done" if job.is_done() else "timeout"
+            if job.wait(min(remaining, _POLL_S)):
                 return "done"
 
     def _judge(
@@ -278,7 +280,7 @@ class Runner:
         error: BaseException | None,
         status: str,
         reason: str | None,
-        measurements: list[MeasurementRecord],
+        measurements: list[dict[str, Any]],
     ) -> tuple[PhaseOutcome, ErrorInfo | None, str | None]:
         if status == "timeout":
             return PhaseOutcome.TIMEOUT, ErrorInfo(type="Timeout", message=reason), reason
@@ -299,7 +301,7 @@ class Runner:
         if result is not None:
             message = f"phase returned {_safe_repr(result)}; a phase returns None or station.SKIP"
             return PhaseOutcome.ERROR, ErrorInfo(type="InvalidReturn", message=message), None
-        if any(m.outcome != "PASS" for m in measurements):
+        if any(m["outcome"] != "PASS" for m in measurements):
             return PhaseOutcome.FAIL, None, None
         return PhaseOutcome.PASS, None, None
 
@@ -318,33 +320,6 @@ class Runner:
             source_file=_relative(frame.filename, self._procedure_dir) if frame else None,
             line_number=frame.lineno if frame else None,
         )
-
-    @staticmethod
-    def _measurement_records(measurements: Measurements) -> list[MeasurementRecord]:
-        records = []
-        for spec, value, is_set in measurements.items():
-            result = check(spec, value, is_set)
-            records.append(
-                MeasurementRecord(
-                    name=spec.name,
-                    outcome=result.outcome,
-                    measured_value=_recordable(value) if is_set else None,
-                    units=spec.unit,
-                    description=spec.description,
-                    marginal=result.marginal,
-                    limits=spec.limits_text,
-                    validators=[
-                        ValidatorRecord(
-                            operator=v.operator,
-                            expected_value=_recordable(v.expected),
-                            outcome=outcome,
-                            is_decisive=v.decisive,
-                        )
-                        for v, outcome in result.validator_outcomes
-                    ],
-                )
-            )
-        return records
 
     # -- the run --------------------------------------------------------------------------------
 
@@ -436,6 +411,34 @@ def _call_phase(ph: Phase, available: Mapping[str, Any]) -> Callable[..., Any]:
         return ph.func(**kwargs)
 
     return call
+
+
+def _measurement_dicts(measurements: Measurements) -> list[dict[str, Any]]:
+    """Each declared measurement checked against its limits, as MeasurementRecord fields."""
+    records = []
+    for spec, value, is_set in measurements.items():
+        result = check(spec, value, is_set)
+        records.append(
+            {
+                "name": spec.name,
+                "outcome": result.outcome,
+                "measured_value": _recordable(value) if is_set else None,
+                "units": spec.unit,
+                "description": spec.description,
+                "marginal": result.marginal,
+                "limits": spec.limits_text,
+                "validators": [
+                    {
+                        "operator": v.operator,
+                        "expected_value": _recordable(v.expected),
+                        "outcome": outcome,
+                        "is_decisive": v.decisive,
+                    }
+                    for v, outcome in result.validator_outcomes
+                ],
+            }
+        )
+    return records
 
 
 def _final_attempts(phases: list[PhaseRecord]) -> list[PhaseRecord]:

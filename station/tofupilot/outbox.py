@@ -1,65 +1,75 @@
 """The outbox: every recorded run reaches TofuPilot exactly once, however the network behaves.
 
 The run directory is the queue entry; its `upload.json` is the upload state, rewritten atomically
-(temp file, fsync, rename) at every step that matters:
-
-- `client_run_ref` is minted (`station-<run id>`) and on disk **before the first send**: a retry
-  after a lost answer sends the same ref and the server returns the run it already has;
-- `run_id` is written the moment the server returns it, before anything else, so a run whose id is
-  known is never created again;
-- each attachment records its `id` (created), `uploaded` and `finalized`: a retry resumes where
-  the last attempt stopped. Finalize is best effort and never retried (re-creating an attachment
-  would duplicate it on the server);
-- `attempts`, `failures` (consecutive), `next_retry_at` (UTC, `Z`), `last_error`
-  (kind, status, code, message: never the key), `parked` and `hint`.
-
-Policy: connection errors, timeouts, 429 (Retry-After honoured) and 5xx are retried, with capped
-exponential backoff between calls (15 s, 30 s, 5 min, 15 min, then 1 h). 400/401/403/404/409/422
-**park** the run with the server's message and a hint an operator can act on; a parked run is only
-retried when asked (`retry_parked`). Nothing is ever dropped.
-
-Concurrency: a run is uploaded only by the process holding its claim, an exclusive non-blocking
-`flock` on `upload.lock` in the run directory; others skip it. `station run` claims its run
-directory as soon as it exists, so an interrupted-run recovery or a `station upload` started
-meanwhile never touches a run that is still going on or being uploaded.
+at every step that matters (`upload_state`). Connection errors, timeouts, 429 and 5xx are retried
+with capped exponential backoff; 400/401/403/404/409/422 **park** the run with a hint an operator
+can act on (`policy`). Nothing is ever dropped. A run is uploaded only by the process holding its
+claim (`claim`); others skip it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import mimetypes
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from station.events import RunListener
-from station.journal import JOURNAL, RUN_JSON, JournalError, read_record, recover, write_atomic
+from station.journal import JOURNAL, RUN_JSON, JournalError, read_record, recover
 from station.record import RunRecord
-from station.tofupilot.client import ApiError, TofuPilotClient, TofuPilotError, TransportError
+from station.tofupilot.claim import LOCK_FILE, RunClaim, try_claim
+from station.tofupilot.client import TofuPilotClient, TofuPilotError
+from station.tofupilot.policy import (
+    BACKOFF_S,
+    MAX_TRIES_PER_CALL,
+    MIN_REQUEST_S,
+    _describe,
+    _error_dict,
+    _OutOfTime,
+    _Park,
+    backoff_s,
+    park_hint,
+    quick_delay,
+)
+from station.tofupilot.steps import create_run, upload_attachments
+from station.tofupilot.upload_state import (
+    BUSY,
+    INTERRUPTED,
+    NOT_CONFIGURED,
+    PARKED,
+    QUEUED,
+    STATE_FILE,
+    UPLOADED,
+    _Attachment,
+    _epoch,
+    _iso,
+    _State,
+    _StateUnreadable,
+    _summary,
+    client_run_ref_for,
+    load_state,
+    save_state,
+)
 
-STATE_FILE = "upload.json"
-LOCK_FILE = "upload.lock"
-STATE_VERSION = 1
+__all__ = [
+    "BACKOFF_S",
+    "BUSY",
+    "INTERRUPTED",
+    "LOCK_FILE",
+    "NOT_CONFIGURED",
+    "PARKED",
+    "QUEUED",
+    "RECOVER_MIN_AGE_S",
+    "STATE_FILE",
+    "UPLOADED",
+    "Outbox",
+    "RunClaim",
+    "RunStatus",
+    "client_run_ref_for",
+]
 
-# RunStatus.state
-UPLOADED = "uploaded"
-QUEUED = "queued"
-PARKED = "parked"
-NOT_CONFIGURED = "not-configured"
-INTERRUPTED = "interrupted"  # journal only: recovered as an ERROR run before its upload
-BUSY = "busy"  # another process holds the claim (a run going on, or another upload)
-
-BACKOFF_S = (15.0, 30.0, 300.0, 900.0, 3600.0)
-MIN_REQUEST_S = 0.25  # below this a request cannot succeed: stop and leave the run queued
-MAX_TRIES_PER_CALL = 3  # quick retries inside one upload() call, within its deadline
-QUICK_RETRY_S = (0.5, 1.0)
-MAX_QUICK_RETRY_AFTER_S = 5.0  # a longer Retry-After is honoured through next_retry_at instead
-MAX_ATTACHMENT_RECREATES = 2
 RECOVER_MIN_AGE_S = 5.0  # a journal younger than this may be a run that is just starting
 
 
@@ -80,66 +90,6 @@ class RunStatus:
     last_error: dict[str, Any] | None = None
     hint: str | None = None
     message: str = ""
-
-
-class _OutOfTime(Exception):
-    """The caller's deadline leaves no time for the next request."""
-
-
-class _StateUnreadable(Exception):
-    pass
-
-
-@dataclass
-class _Attachment:
-    path: str
-    name: str
-    id: str | None = None
-    upload_url: str | None = None
-    uploaded: bool = False
-    finalized: bool | None = None  # None: not tried yet; False: tried, failed, not retried
-    finalize_error: str | None = None
-    abandoned_ids: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _State:
-    client_run_ref: str
-    version: int = STATE_VERSION
-    run_id: str | None = None
-    run_url: str | None = None
-    attachments: list[_Attachment] = field(default_factory=list)
-    attempts: int = 0
-    failures: int = 0
-    first_attempt_at: str | None = None
-    last_attempt_at: str | None = None
-    next_retry_at: str | None = None
-    last_error: dict[str, Any] | None = None
-    parked: bool = False
-    hint: str | None = None
-    uploaded_at: str | None = None
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> _State:
-        items = [_Attachment(**a) for a in data.get("attachments", [])]
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**{**known, "attachments": items})
-
-    def to_bytes(self) -> bytes:
-        return json.dumps(asdict(self), indent=2).encode()
-
-
-def client_run_ref_for(record: RunRecord) -> str:
-    """The idempotency key of a run: derived from its random run id, so unique and stable."""
-    return f"station-{record.run_id}"
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _epoch(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 class Outbox:
@@ -198,12 +148,8 @@ class Outbox:
         run_dir = Path(run_dir)
         if run_dir in self._held:
             return True
-        try:
-            fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:
-            return False
-        if not _try_lock(fd):
-            os.close(fd)
+        fd = try_claim(run_dir)
+        if fd is None:
             return False
         self._held[run_dir] = fd
         return True
@@ -245,7 +191,7 @@ class Outbox:
                 message="interrupted: recovered as ERROR and uploaded by 'station upload'",
             )
         try:
-            state = self._load_state(run_dir)
+            state = load_state(run_dir)
         except _StateUnreadable as exc:
             return RunStatus(run_dir, PARKED, **summary, hint=str(exc), message="parked")
         if state is None:
@@ -380,7 +326,7 @@ class Outbox:
                 )
         summary = _summary(run_dir)
         try:
-            state = self._load_state(run_dir)
+            state = load_state(run_dir)
         except _StateUnreadable as exc:
             return RunStatus(run_dir, PARKED, **summary, hint=str(exc), message="parked")
         try:
@@ -412,7 +358,7 @@ class Outbox:
                 self._step(run_dir, record, state, deadline)
             except _OutOfTime:
                 state.next_retry_at = _iso(self._clock())
-                self._save(run_dir, state)
+                save_state(run_dir, state)
                 return self._status_of(run_dir, state, summary, "time budget used up")
             except _Park as park:
                 self._park(run_dir, state, park.error, park.hint)
@@ -423,19 +369,19 @@ class Outbox:
                     hint = self._hint(exc, record, deadline)
                     self._park(run_dir, state, state.last_error, hint)
                     return self._status_of(run_dir, state, summary)
-                delay = self._quick_delay(exc, tries, deadline)
+                delay = quick_delay(exc, tries, deadline, self._clock)
                 if delay is None:
                     state.failures += 1  # one per call: the backoff step
-                    state.next_retry_at = _iso(self._clock() + self._backoff(state, exc))
-                    self._save(run_dir, state)
+                    state.next_retry_at = _iso(self._clock() + backoff_s(state.failures, exc))
+                    save_state(run_dir, state)
                     return self._status_of(run_dir, state, summary)
-                self._save(run_dir, state)
+                save_state(run_dir, state)
                 self._sleep(delay)
                 continue
             state.uploaded_at = _iso(self._clock())
             state.next_retry_at = state.last_error = None
             state.failures = 0
-            self._save(run_dir, state)
+            save_state(run_dir, state)
             return self._status_of(run_dir, state, summary)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -444,87 +390,17 @@ class Outbox:
     ) -> None:
         """One pass: create the run if needed, then each attachment's missing steps."""
         client = self._client_once()
+        timeout = partial(self._timeout, deadline)
         if state.run_id is None:
-            from station.tofupilot.payload import build_run_body
-
-            try:
-                body = build_run_body(record, client_run_ref=state.client_run_ref)
-                json.dumps(body, allow_nan=False)
-            except (ValueError, TypeError) as exc:
-                raise _Park(
-                    {"kind": "body", "status": None, "code": None, "message": str(exc)[:4096]},
-                    f"could not build the TofuPilot run from {RUN_JSON} ({exc}); "
-                    "please report this",
-                ) from None
-            self._stage = "creating the run"
-            timeout = self._timeout(deadline)
-            state.run_id = client.create_run(body, timeout_s=timeout)
-            state.last_error = None
-            self._save(run_dir, state)  # known from now on: never created again
-        missing: list[str] = []
-        for item in state.attachments:
-            if item.uploaded and item.finalized is not None:
-                continue
-            source = run_dir / item.path
-            if not item.uploaded and not source.is_file():
-                missing.append(item.path)
-                continue
-            for _ in range(MAX_ATTACHMENT_RECREATES + 1):
-                if item.uploaded:
-                    break
-                if item.id is None or item.upload_url is None:
-                    self._stage = f"creating attachment {item.name!r}"
-                    timeout = self._timeout(deadline)
-                    item.id, item.upload_url = client.create_attachment(
-                        state.run_id, item.name[:255], timeout_s=timeout
-                    )
-                    self._save(run_dir, state)
-                content_type = mimetypes.guess_type(item.name)[0] or "application/octet-stream"
-                self._stage = f"uploading attachment {item.name!r}"
-                timeout = self._timeout(deadline)
-                try:
-                    client.upload_attachment_bytes(
-                        item.upload_url, source.read_bytes(), content_type, timeout_s=timeout
-                    )
-                except ApiError as exc:
-                    if exc.retryable or len(item.abandoned_ids) >= MAX_ATTACHMENT_RECREATES:
-                        raise
-                    # The upload grant was refused (expired?): get a new one. The attachment
-                    # left empty on the server cannot be avoided; the bytes are not lost.
-                    item.abandoned_ids.append(item.id)
-                    item.id = item.upload_url = None
-                    self._save(run_dir, state)
-                    continue
-                item.uploaded = True
-                item.upload_url = None  # the grant is spent; no reason to keep it
-                self._save(run_dir, state)
-            # Finalize: best effort, once. Retrying would mean re-creating (a duplicate).
-            self._stage = f"finalizing attachment {item.name!r}"
-            try:
-                client.finalize_attachment(item.id, timeout_s=self._timeout(deadline))
-                item.finalized, item.finalize_error = True, None
-            except TofuPilotError as exc:
-                item.finalized, item.finalize_error = False, str(exc)[:500]
-            self._save(run_dir, state)
-        if missing:
-            raise _Park(
-                {
-                    "kind": "attachment",
-                    "status": None,
-                    "code": None,
-                    "message": f"missing: {', '.join(missing)}",
-                },
-                f"the run is uploaded (run {state.run_id}) but attachment file(s) "
-                f"{', '.join(missing)} are missing from {run_dir}: restore them and run "
-                "'station upload --retry-parked'",
-            )
+            create_run(client, run_dir, record, state, timeout=timeout, set_stage=self._set_stage)
+        upload_attachments(client, run_dir, state, timeout=timeout, set_stage=self._set_stage)
 
     def _attempt(self, run_dir: Path, state: _State) -> None:
         now = _iso(self._clock())
         state.attempts += 1
         state.first_attempt_at = state.first_attempt_at or now
         state.last_attempt_at = now
-        self._save(run_dir, state)
+        save_state(run_dir, state)
 
     def _timeout(self, deadline: float | None) -> float | None:
         if deadline is None:
@@ -534,70 +410,22 @@ class Outbox:
             raise _OutOfTime
         return min(left, self._client_once().timeout_s)
 
-    def _quick_delay(self, exc: TofuPilotError, tries: int, deadline: float | None) -> float | None:
-        """How long to wait before retrying within this call, or None to leave it queued."""
-        if tries >= MAX_TRIES_PER_CALL:
-            return None
-        if isinstance(exc, TransportError) and exc.kind in ("timeout", "connect"):
-            # A timeout already spent its share of the time; a refused connection will be
-            # refused again in a second (an offline station must not cost every run a wait).
-            return None
-        if exc.retry_after_s is not None:
-            if exc.retry_after_s > MAX_QUICK_RETRY_AFTER_S:
-                return None
-            delay = exc.retry_after_s
-        else:
-            delay = QUICK_RETRY_S[min(tries, len(QUICK_RETRY_S)) - 1]
-        if deadline is not None and self._clock() + delay + 1.0 > deadline:
-            return None
-        return delay
-
-    def _backoff(self, state: _State, exc: TofuPilotError) -> float:
-        if exc.retry_after_s is not None:
-            return exc.retry_after_s
-        return BACKOFF_S[min(max(state.failures, 1), len(BACKOFF_S)) - 1]
-
     def _park(self, run_dir: Path, state: _State, error: dict[str, Any] | None, hint: str) -> None:
         state.parked, state.hint, state.last_error = True, hint, error
         state.next_retry_at = None
-        self._save(run_dir, state)
+        save_state(run_dir, state)
 
     def _hint(self, exc: TofuPilotError, record: RunRecord, deadline: float | None) -> str:
-        retry = "then run 'station upload --retry-parked'"
-        proc = record.procedure_id
-        if not isinstance(exc, ApiError):
-            return f"{exc}; {retry}"
-        said = exc.message
-        if exc.status == 401:
-            return f"the API key in ${self.api_key_env} was refused ({said}): check it, {retry}"
-        if self._stage != "creating the run":
-            return f"{self._stage} failed: HTTP {exc.status}: {said}; {retry}"
-        if exc.status == 403:
-            who = self._whoami(deadline)
-            if who is not None and who.get("type") == "station":
-                name = (who.get("station") or {}).get("name") or record.station_name or "?"
-                return (
-                    f"link procedure {proc} to station {name} in TofuPilot "
-                    f"(the server said: {said}), {retry}"
-                )
-            if who is not None and who.get("type") == "user":
-                return f"the user key may not create runs for {proc} ({said}); {retry}"
-            station = record.station_name or "this station"
-            return (
-                f"the server refused run creation for {proc} ({said}): with a station key, "
-                f"link procedure {proc} to station {station} in TofuPilot; {retry}"
-            )
-        if exc.status == 404:
-            return (
-                f"procedure {proc} does not exist in TofuPilot ({said}): create it or fix "
-                f"procedures.{proc} in station.yaml, {retry}"
-            )
-        if exc.status in (400, 422):
-            details = "; ".join(exc.issues) or said
-            return f"the server rejected the run: {details}; please report this"
-        if exc.status == 409:
-            return f"the server reported a conflict: {said}; {retry} once it is resolved"
-        return f"the server answered HTTP {exc.status}: {said}; {retry}"
+        return park_hint(
+            exc,
+            record,
+            stage=self._stage,
+            api_key_env=self.api_key_env,
+            whoami=lambda: self._whoami(deadline),
+        )
+
+    def _set_stage(self, stage: str) -> None:
+        self._stage = stage
 
     def _whoami(self, deadline: float | None) -> dict[str, Any] | None:
         try:
@@ -606,25 +434,6 @@ class Outbox:
             return self._client_once().whoami(timeout_s=timeout)
         except (TofuPilotError, _OutOfTime):
             return None
-
-    def _load_state(self, run_dir: Path) -> _State | None:
-        path = run_dir / STATE_FILE
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise _StateUnreadable(f"{path} cannot be read: {exc.strerror}") from None
-        try:
-            return _State.from_json(json.loads(raw))
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise _StateUnreadable(
-                f"{path} is damaged ({type(exc).__name__}); move it aside and run "
-                "'station upload' (the run is not duplicated; its attachments may be)"
-            ) from None
-
-    def _save(self, run_dir: Path, state: _State) -> None:
-        write_atomic(run_dir / STATE_FILE, state.to_bytes())
 
     def _status_of(
         self, run_dir: Path, state: _State, summary: dict[str, Any], why: str | None = None
@@ -671,96 +480,3 @@ class Outbox:
             self.release(run_dir)
             return False
         return True
-
-
-class RunClaim(RunListener):
-    """Holds the upload claim on a run's directory from the moment the journal creates it.
-
-    Put it right after the journal in the runner's listeners: from then on no `station upload`
-    or interrupted-run recovery in another process touches the run, until this process has
-    uploaded it (or exits).
-    """
-
-    def __init__(self, outbox: Outbox, run_dir: Callable[[], Path | None]) -> None:
-        super().__init__()
-        self._outbox = outbox
-        self._run_dir = run_dir
-
-    def run_started(self, record: RunRecord) -> None:
-        run_dir = self._run_dir()
-        if run_dir is not None:
-            self._outbox.claim(run_dir)
-
-
-class _Park(Exception):
-    def __init__(self, error: dict[str, Any], hint: str) -> None:
-        super().__init__(hint)
-        self.error, self.hint = error, hint
-
-
-def _error_dict(exc: TofuPilotError) -> dict[str, Any]:
-    if isinstance(exc, ApiError):
-        message = exc.message
-        if exc.issues:
-            message += " (" + "; ".join(exc.issues) + ")"
-        return {"kind": "http", "status": exc.status, "code": exc.code, "message": message}
-    kind = exc.kind if isinstance(exc, TransportError) else "error"
-    return {"kind": kind, "status": None, "code": None, "message": str(exc)}
-
-
-def _describe(error: dict[str, Any]) -> str:
-    """A short reason for the console: `server error 500: ...`, `timeout: ...`."""
-    status = error.get("status")
-    if status == 429:
-        return "rate limited by the server (429)"
-    if status is not None:
-        return f"server error {status}: {error.get('message', '')}"[:200]
-    if error.get("kind") == "timeout":
-        return "the server did not answer in time"
-    if error.get("kind") == "connect":
-        return "cannot reach the server"
-    if error.get("kind") == "connection":
-        return "the connection to the server was lost"
-    return str(error.get("message", "error"))[:200]
-
-
-def _summary(run_dir: Path) -> dict[str, Any]:
-    """outcome, serial, procedure, started_at from run.json, else the journal's first event."""
-    data: dict[str, Any] = {}
-    with contextlib.suppress(OSError, ValueError):
-        data = json.loads((run_dir / RUN_JSON).read_bytes())
-    if not data:
-        with (
-            contextlib.suppress(OSError, ValueError, KeyError, TypeError),
-            open(run_dir / JOURNAL, encoding="utf-8") as handle,
-        ):
-            data = json.loads(handle.readline())["run"]
-    if not isinstance(data, dict):
-        data = {}
-    started = data.get("started_at")
-    if isinstance(started, str) and started.endswith("+00:00"):
-        started = started[: -len("+00:00")] + "Z"
-    return {
-        "outcome": data.get("outcome"),
-        "serial": data.get("serial_number"),
-        "procedure": data.get("procedure_id"),
-        "started_at": started,
-    }
-
-
-def _try_lock(fd: int) -> bool:
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        import msvcrt
-
-        try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
-    return True

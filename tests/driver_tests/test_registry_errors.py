@@ -11,7 +11,8 @@ from drivers import InstrumentError, UnknownDriverError, create_driver, driver_n
 from drivers.dmm import Keysight34461A
 from drivers.psu import RigolDP832
 from drivers.registry import get_driver_class
-from drivers.transport import VisaTransport, open_transport
+from drivers.transport import open_transport
+from drivers.visa_transport import VisaTransport
 
 
 def test_driver_names_and_classes():

@@ -1,0 +1,252 @@
+"""VisaTransport: a VISA resource through pyvisa-py's '@py' backend (DESIGN.md §7).
+
+pyvisa is imported lazily so that importing the drivers (and `python -m station --help`) stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import threading
+import time
+from typing import Any
+
+from drivers.errors import KIND_GARBAGE, KIND_IO, KIND_REFUSED, KIND_TIMEOUT, InstrumentError
+from drivers.session import (
+    _DRAIN_MAX_S,
+    _DRAIN_QUIET_S,
+    Connection,
+    SessionTransport,
+    _NoReply,
+    _PeerClosed,
+)
+from drivers.transport import get_resource_manager
+
+# pyvisa-py's session table is shared by every resource of the one manager: open one at a time.
+_open_lock = threading.Lock()
+
+
+def _raw_session(inst: Any) -> Any:
+    """The pyvisa-py session object of a resource, if reachable."""
+    try:
+        return inst.visalib.sessions[inst.session]
+    except (AttributeError, KeyError, TypeError):
+        return None
+
+
+def _raw_interface(inst: Any) -> Any:
+    """The backend object under a pyvisa-py resource (socket, serial.Serial...), if reachable."""
+    return getattr(_raw_session(inst), "interface", None)
+
+
+class VisaTransport(SessionTransport):
+    """A VISA resource opened through pyvisa-py, safe to share between threads.
+
+    It connects on `open()` or lazily on the first call. A timeout drains any late reply so the
+    next query is not answered by the previous one; a lost link drops the connection so the
+    next call reconnects. On a ::SOCKET it notices a closed peer at once (pyvisa-py alone waits
+    out the whole timeout, since it takes recv() == b"" for "no data yet").
+    """
+
+    def __init__(
+        self,
+        resource: str,
+        *,
+        name: str = "instrument",
+        timeout_ms: int = 3000,
+        open_timeout_ms: int = 2000,
+        read_termination: str = "\n",
+        write_termination: str = "\n",
+        baud_rate: int | None = None,
+        lock: bool = True,
+    ) -> None:
+        super().__init__(
+            resource, name=name, timeout_ms=timeout_ms, open_timeout_ms=open_timeout_ms, lock=lock
+        )
+        self.read_termination = read_termination
+        self.write_termination = write_termination
+        self.baud_rate = baud_rate
+
+    # -- public API -------------------------------------------------------------------------
+
+    def write(self, command: str) -> None:
+        self._call(command, lambda conn: self._send(conn, command))
+
+    def read(self) -> str:
+        return self._call(None, lambda conn: self._receive(conn, None))
+
+    def query(self, command: str) -> str:
+        """Write `command` and read its reply; no other thread's I/O can come in between."""
+
+        def write_then_read(conn: Connection) -> str:
+            self._send(conn, command)
+            return self._receive(conn, command)
+
+        return self._call(command, write_then_read)
+
+    def query_bytes(self, command: str, count: int) -> bytes:
+        """Write `command` and read exactly `count` raw bytes (no termination expected)."""
+
+        def write_then_read(conn: Connection) -> bytes:
+            self._send(conn, command)
+            if conn.sock is not None and not self._pending(conn):
+                _wait_readable(conn.sock, self.timeout_ms)
+            return bytes(conn.inst.read_bytes(count))
+
+        return self._call(command, write_then_read)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _send(self, conn: Connection, command: str) -> None:
+        if conn.sock is not None:
+            _check_peer(conn.sock)
+        conn.inst.write(command)
+
+    def _receive(self, conn: Connection, command: str | None) -> str:
+        if conn.sock is not None and not self._pending(conn):
+            _wait_readable(conn.sock, self.timeout_ms)
+        return conn.inst.read()
+
+    @staticmethod
+    def _pending(conn: Connection) -> bool:
+        """Whether pyvisa-py already holds received bytes (then the socket may not be readable)."""
+        return bool(getattr(conn.session, "_pending_buffer", None))
+
+    def _apply_timeout(self, conn: Connection) -> None:
+        conn.inst.timeout = self.timeout_ms
+
+    def _connect(self) -> Connection:
+        options: dict[str, Any] = {
+            "read_termination": self.read_termination,
+            "write_termination": self.write_termination,
+            "timeout": self.timeout_ms,
+            "open_timeout": self.open_timeout_ms,
+            "encoding": "ascii",
+        }
+        if self.baud_rate is not None and self.resource.upper().startswith("ASRL"):
+            options["baud_rate"] = self.baud_rate
+        rm = get_resource_manager()
+        try:
+            with _open_lock:
+                inst = rm.open_resource(self.resource, **options)
+        except Exception as exc:  # pyvisa-py raises a bare Exception("could not connect...")
+            kind = KIND_REFUSED if _looks_refused(exc) else KIND_IO
+            raise self._error(f"cannot open: {exc}", kind=kind) from exc
+        session = _raw_session(inst)
+        sock = None
+        abort = None
+        if self.resource.upper().endswith("::SOCKET"):
+            sock = getattr(session, "interface", None)
+            try:
+                # pyvisa-py's connect does not check the outcome: a refused port "opens".
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise ConnectionRefusedError(err, os.strerror(err))
+                # pyvisa-py leaves Nagle on: 40+ ms per write-then-query without this.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except (OSError, AttributeError) as exc:
+                inst.close()
+                kind = KIND_REFUSED if isinstance(exc, ConnectionRefusedError) else KIND_IO
+                raise self._error(f"cannot open: {exc}", kind=kind) from exc
+        else:
+            abort = getattr(getattr(session, "interface", None), "cancel_read", None)
+        conn = Connection(inst, sock=sock, session=session, abort=abort)
+        conn.applied_timeout_ms = self.timeout_ms
+        return conn
+
+    def _translate(
+        self, conn: Connection, exc: Exception, command: str | None, what: str
+    ) -> InstrumentError:
+        """Turn a backend exception into an InstrumentError and leave the link usable."""
+        from pyvisa import VisaIOError
+        from pyvisa.constants import StatusCode
+
+        timed_out = isinstance(exc, _NoReply) or (
+            isinstance(exc, VisaIOError) and exc.error_code == StatusCode.error_timeout
+        )
+        if timed_out:
+            partial = bytes(getattr(conn.session, "_pending_buffer", b"") or b"")
+            if not self._drain(conn):
+                return self._lost(conn, "closed by the instrument", command, what)
+            target = f"to {command!r}" if command is not None else "(read)"
+            if partial:
+                return self._error(
+                    f"incomplete reply {target} within {self.timeout_ms} ms: got "
+                    f"{partial[:60]!r} but no read termination {self.read_termination!r}",
+                    command,
+                    KIND_TIMEOUT,
+                )
+            return self._error(
+                f"no reply within {self.timeout_ms} ms {target}", command, KIND_TIMEOUT
+            )
+        if isinstance(exc, UnicodeDecodeError):
+            self._drain(conn)
+            return self._error(f"reply to {what} is not ASCII text", command, KIND_GARBAGE)
+        if isinstance(exc, _PeerClosed):
+            return self._lost(conn, "closed by the instrument", command, what)
+        # Anything else (OSError such as refused/broken pipe, other VISA errors) leaves the
+        # session in an unknown state: drop it so the next call reconnects.
+        if isinstance(exc, ConnectionRefusedError):
+            return self._lost(conn, "connection refused", command, what)
+        if isinstance(exc, OSError):
+            return self._lost(conn, str(exc) or type(exc).__name__, command, what)
+        self._detach(conn)
+        return self._error(f"I/O error during {what}: {exc}", command, KIND_IO)
+
+    def _drain(self, conn: Connection) -> bool:
+        """Discard whatever is buffered or still arriving; False if the peer has closed."""
+        if conn.sock is None:
+            try:
+                conn.inst.clear()
+            except Exception:
+                return False
+            return True
+        # Our own loop rather than inst.clear(): pyvisa-py's spins forever on a closed peer.
+        from pyvisa.constants import BufferOperation
+
+        conn.inst.flush(BufferOperation.discard_read_buffer_no_io)
+        deadline = time.monotonic() + _DRAIN_MAX_S
+        try:
+            while time.monotonic() < deadline:
+                readable, _, _ = select.select([conn.sock], [], [], _DRAIN_QUIET_S)
+                if not readable:
+                    return True
+                if not conn.sock.recv(4096):
+                    return False
+        except (OSError, ValueError):
+            return False
+        return True
+
+
+def _check_peer(sock: socket.socket) -> None:
+    """Raise _PeerClosed if the peer has closed the socket (before we send on it)."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    if not readable:
+        return
+    try:
+        data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return
+    if not data:
+        raise _PeerClosed("closed by the instrument")
+
+
+def _wait_readable(sock: socket.socket, timeout_ms: int) -> None:
+    """Wait for a reply to start; _NoReply after the timeout, _PeerClosed on EOF."""
+    readable, _, _ = select.select([sock], [], [], timeout_ms / 1000)
+    if not readable:
+        raise _NoReply()
+    try:
+        data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return
+    if not data:
+        raise _PeerClosed("closed by the instrument")
+
+
+def _looks_refused(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return (
+        isinstance(exc, ConnectionRefusedError) or "refused" in text or "could not connect" in text
+    )

@@ -1,0 +1,126 @@
+"""The stdlib HTTP plumbing: a threading server that can drop its connections, and the handler
+that applies the fault plan before handing a request to the emulator."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+from .state import ApiError, RequestLog, _Response
+
+if TYPE_CHECKING:
+    from .emulator import TofuPilotEmulator
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    emulator: TofuPilotEmulator
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def track(self, conn: socket.socket, add: bool) -> None:
+        with self._connections_lock:
+            (self._connections.add if add else self._connections.discard)(conn)
+
+    def close_connections(self) -> None:
+        """Close kept-alive connections too, so a stopped emulator really stops answering."""
+        with self._connections_lock:
+            connections, self._connections = self._connections, set()
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                conn.close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, like the real service behind its proxy
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in two writes: without this, Nagle + delayed ACK add 40 ms.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.track(self.connection, True)
+
+    def finish(self) -> None:
+        with contextlib.suppress(OSError):
+            super().finish()
+        self.server.track(self.connection, False)
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # requests are logged in emulator.requests (never with headers, so never the key)
+
+    def _handle(self) -> None:
+        emulator = self.server.emulator
+        split = urlsplit(self.path)
+        path, query = split.path, parse_qs(split.query)
+        raw = self._read_body()
+        action = emulator.faults.next_action(f"{self.command} {path}")
+        kind, _, arg = action.partition(":")
+        if kind in ("drop", "hang"):
+            if kind == "hang":
+                emulator._hold(float(arg) if arg else emulator.faults.hang_s)
+            return self._drop(emulator, path, action)
+        if kind.isdigit():
+            headers = {}
+            if kind == "429":
+                seconds = float(arg) if arg else emulator.faults.retry_after_s
+                headers["Retry-After"] = f"{seconds:g}"
+            body = ApiError(int(kind), f"injected fault: {action}").body()
+            return self._answer(emulator, path, action, _Response(int(kind), body, headers))
+        if kind == "slow":
+            emulator._hold(float(arg or 0))
+        try:
+            response = emulator._dispatch(self.command, path, query, self.headers, raw)
+        except ApiError as error:
+            response = _Response(error.status, error.body())
+        except Exception as error:  # a bug in the emulator: answer like a server would
+            response = _Response(500, ApiError(500, f"emulator error: {error!r}").body())
+        if kind == "drop_after_store":
+            return self._drop(emulator, path, action)
+        self._answer(emulator, path, action, response)
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _answer(self, emulator: TofuPilotEmulator, path: str, action: str, r: _Response) -> None:
+        data = r.body if isinstance(r.body, bytes) else json.dumps(r.body).encode()
+        # Logged before answering, so the log is complete as soon as the client has its answer.
+        emulator._log(RequestLog(self.command, path, r.status, action))
+        self.send_response(r.status)
+        headers = {"Content-Type": "application/json", **r.headers}
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _drop(self, emulator: TofuPilotEmulator, path: str, action: str) -> None:
+        emulator._log(RequestLog(self.command, path, None, action))
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)

@@ -1,0 +1,135 @@
+"""The retry policy: what is retried when, what parks a run, and what an operator is told.
+
+Connection errors, timeouts, 429 (Retry-After honoured) and 5xx are retried, with capped
+exponential backoff between calls (15 s, 30 s, 5 min, 15 min, then 1 h). 400/401/403/404/409/422
+**park** the run with the server's message and a hint an operator can act on; a parked run is only
+retried when asked (`retry_parked`). Nothing is ever dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from station.record import RunRecord
+from station.tofupilot.client import ApiError, TofuPilotError, TransportError
+
+BACKOFF_S = (15.0, 30.0, 300.0, 900.0, 3600.0)
+MIN_REQUEST_S = 0.25  # below this a request cannot succeed: stop and leave the run queued
+MAX_TRIES_PER_CALL = 3  # quick retries inside one upload() call, within its deadline
+QUICK_RETRY_S = (0.5, 1.0)
+MAX_QUICK_RETRY_AFTER_S = 5.0  # a longer Retry-After is honoured through next_retry_at instead
+MAX_ATTACHMENT_RECREATES = 2
+
+
+class _OutOfTime(Exception):
+    """The caller's deadline leaves no time for the next request."""
+
+
+class _Park(Exception):
+    def __init__(self, error: dict[str, Any], hint: str) -> None:
+        super().__init__(hint)
+        self.error, self.hint = error, hint
+
+
+def quick_delay(
+    exc: TofuPilotError, tries: int, deadline: float | None, clock: Callable[[], float]
+) -> float | None:
+    """How long to wait before retrying within this call, or None to leave it queued."""
+    if tries >= MAX_TRIES_PER_CALL:
+        return None
+    if isinstance(exc, TransportError) and exc.kind in ("timeout", "connect"):
+        # A timeout already spent its share of the time; a refused connection will be
+        # refused again in a second (an offline station must not cost every run a wait).
+        return None
+    if exc.retry_after_s is not None:
+        if exc.retry_after_s > MAX_QUICK_RETRY_AFTER_S:
+            return None
+        delay = exc.retry_after_s
+    else:
+        delay = QUICK_RETRY_S[min(tries, len(QUICK_RETRY_S)) - 1]
+    if deadline is not None and clock() + delay + 1.0 > deadline:
+        return None
+    return delay
+
+
+def backoff_s(failures: int, exc: TofuPilotError) -> float:
+    """The wait before the next call, after `failures` consecutive failed calls."""
+    if exc.retry_after_s is not None:
+        return exc.retry_after_s
+    return BACKOFF_S[min(max(failures, 1), len(BACKOFF_S)) - 1]
+
+
+def park_hint(
+    exc: TofuPilotError,
+    record: RunRecord,
+    *,
+    stage: str,
+    api_key_env: str,
+    whoami: Callable[[], dict[str, Any] | None],
+) -> str:
+    """What an operator can do about a run parked by `exc`, raised while `stage`.
+
+    `whoami` is asked (only for a 403 on run creation) which kind of key is in use.
+    """
+    retry = "then run 'station upload --retry-parked'"
+    proc = record.procedure_id
+    if not isinstance(exc, ApiError):
+        return f"{exc}; {retry}"
+    said = exc.message
+    if exc.status == 401:
+        return f"the API key in ${api_key_env} was refused ({said}): check it, {retry}"
+    if stage != "creating the run":
+        return f"{stage} failed: HTTP {exc.status}: {said}; {retry}"
+    if exc.status == 403:
+        who = whoami()
+        if who is not None and who.get("type") == "station":
+            name = (who.get("station") or {}).get("name") or record.station_name or "?"
+            return (
+                f"link procedure {proc} to station {name} in TofuPilot "
+                f"(the server said: {said}), {retry}"
+            )
+        if who is not None and who.get("type") == "user":
+            return f"the user key may not create runs for {proc} ({said}); {retry}"
+        station = record.station_name or "this station"
+        return (
+            f"the server refused run creation for {proc} ({said}): with a station key, "
+            f"link procedure {proc} to station {station} in TofuPilot; {retry}"
+        )
+    if exc.status == 404:
+        return (
+            f"procedure {proc} does not exist in TofuPilot ({said}): create it or fix "
+            f"procedures.{proc} in station.yaml, {retry}"
+        )
+    if exc.status in (400, 422):
+        details = "; ".join(exc.issues) or said
+        return f"the server rejected the run: {details}; please report this"
+    if exc.status == 409:
+        return f"the server reported a conflict: {said}; {retry} once it is resolved"
+    return f"the server answered HTTP {exc.status}: {said}; {retry}"
+
+
+def _error_dict(exc: TofuPilotError) -> dict[str, Any]:
+    if isinstance(exc, ApiError):
+        message = exc.message
+        if exc.issues:
+            message += " (" + "; ".join(exc.issues) + ")"
+        return {"kind": "http", "status": exc.status, "code": exc.code, "message": message}
+    kind = exc.kind if isinstance(exc, TransportError) else "error"
+    return {"kind": kind, "status": None, "code": None, "message": str(exc)}
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """A short reason for the console: `server error 500: ...`, `timeout: ...`."""
+    status = error.get("status")
+    if status == 429:
+        return "rate limited by the server (429)"
+    if status is not None:
+        return f"server error {status}: {error.get('message', '')}"[:200]
+    if error.get("kind") == "timeout":
+        return "the server did not answer in time"
+    if error.get("kind") == "connect":
+        return "cannot reach the server"
+    if error.get("kind") == "connection":
+        return "the connection to the server was lost"
+    return str(error.get("message", "error"))[:200]

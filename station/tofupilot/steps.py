@@ -1,0 +1,115 @@
+"""The steps of one upload: create the run, then create each attachment, upload its bytes and
+finalize it.
+
+Each step is saved in the run's upload state the moment it is done, so a retry resumes where the
+last attempt stopped. `timeout()` gives the next request's timeout (it raises when no time is
+left); `set_stage` words what the next request does, for hints.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+from collections.abc import Callable
+from pathlib import Path
+
+from station.journal import RUN_JSON
+from station.record import RunRecord
+from station.tofupilot.client import ApiError, TofuPilotClient, TofuPilotError
+from station.tofupilot.policy import MAX_ATTACHMENT_RECREATES, _Park
+from station.tofupilot.upload_state import _State, save_state
+
+
+def create_run(
+    client: TofuPilotClient,
+    run_dir: Path,
+    record: RunRecord,
+    state: _State,
+    *,
+    timeout: Callable[[], float | None],
+    set_stage: Callable[[str], None],
+) -> None:
+    """Create the run on the server and record its id at once (`state.run_id` is None)."""
+    from station.tofupilot.payload import build_run_body
+
+    try:
+        body = build_run_body(record, client_run_ref=state.client_run_ref)
+        json.dumps(body, allow_nan=False)
+    except (ValueError, TypeError) as exc:
+        raise _Park(
+            {"kind": "body", "status": None, "code": None, "message": str(exc)[:4096]},
+            f"could not build the TofuPilot run from {RUN_JSON} ({exc}); please report this",
+        ) from None
+    set_stage("creating the run")
+    timeout_s = timeout()
+    state.run_id = client.create_run(body, timeout_s=timeout_s)
+    state.last_error = None
+    save_state(run_dir, state)  # known from now on: never created again
+
+
+def upload_attachments(
+    client: TofuPilotClient,
+    run_dir: Path,
+    state: _State,
+    *,
+    timeout: Callable[[], float | None],
+    set_stage: Callable[[str], None],
+) -> None:
+    """Each attachment's missing steps, for a run already created (`state.run_id` known)."""
+    missing: list[str] = []
+    for item in state.attachments:
+        if item.uploaded and item.finalized is not None:
+            continue
+        source = run_dir / item.path
+        if not item.uploaded and not source.is_file():
+            missing.append(item.path)
+            continue
+        for _ in range(MAX_ATTACHMENT_RECREATES + 1):
+            if item.uploaded:
+                break
+            if item.id is None or item.upload_url is None:
+                set_stage(f"creating attachment {item.name!r}")
+                timeout_s = timeout()
+                item.id, item.upload_url = client.create_attachment(
+                    state.run_id, item.name[:255], timeout_s=timeout_s
+                )
+                save_state(run_dir, state)
+            content_type = mimetypes.guess_type(item.name)[0] or "application/octet-stream"
+            set_stage(f"uploading attachment {item.name!r}")
+            timeout_s = timeout()
+            try:
+                client.upload_attachment_bytes(
+                    item.upload_url, source.read_bytes(), content_type, timeout_s=timeout_s
+                )
+            except ApiError as exc:
+                if exc.retryable or len(item.abandoned_ids) >= MAX_ATTACHMENT_RECREATES:
+                    raise
+                # The upload grant was refused (expired?): get a new one. The attachment
+                # left empty on the server cannot be avoided; the bytes are not lost.
+                item.abandoned_ids.append(item.id)
+                item.id = item.upload_url = None
+                save_state(run_dir, state)
+                continue
+            item.uploaded = True
+            item.upload_url = None  # the grant is spent; no reason to keep it
+            save_state(run_dir, state)
+        # Finalize: best effort, once. Retrying would mean re-creating (a duplicate).
+        set_stage(f"finalizing attachment {item.name!r}")
+        try:
+            client.finalize_attachment(item.id, timeout_s=timeout())
+            item.finalized, item.finalize_error = True, None
+        except TofuPilotError as exc:
+            item.finalized, item.finalize_error = False, str(exc)[:500]
+        save_state(run_dir, state)
+    if missing:
+        raise _Park(
+            {
+                "kind": "attachment",
+                "status": None,
+                "code": None,
+                "message": f"missing: {', '.join(missing)}",
+            },
+            f"the run is uploaded (run {state.run_id}) but attachment file(s) "
+            f"{', '.join(missing)} are missing from {run_dir}: restore them and run "
+            "'station upload --retry-parked'",
+        )
