@@ -15,6 +15,7 @@ _OVERLOAD = 9.9e37
 # A broken instrument could answer errors forever; stop reading the queue after this many.
 _MAX_QUEUED_ERRORS = 32
 _IDN_TIMEOUT_MS = 1000
+_MAX_UNCHECKED = 4  # commands an error-queue report names as its likely cause
 
 
 class ScpiInstrument:
@@ -29,6 +30,9 @@ class ScpiInstrument:
         self.transport = transport
         self.name = name
         self._identity: str | None = None
+        # What was written since the error queue was last read: an error it reports is
+        # blamed on these commands (the last few: a queue is read after every setting).
+        self._unchecked: list[str] = []
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, {self.transport.resource!r})"
@@ -91,7 +95,12 @@ class ScpiInstrument:
         self.query("*OPC?")
 
     def check_errors(self) -> None:
-        """Read the error queue until empty; raise with the instrument's own text if not."""
+        """Read the error queue until empty; raise with the instrument's own text if not.
+
+        The message names the commands written since the queue was last read (the likely
+        culprits), and `command` is the last of them.
+        """
+        sent, self._unchecked = self._unchecked, []
         errors: list[str] = []
         for _ in range(_MAX_QUEUED_ERRORS):
             reply = self.query(self.ERROR_QUERY).strip()
@@ -102,11 +111,18 @@ class ScpiInstrument:
                 break
             errors.append(reply)
         if errors:
-            raise self._error("; ".join(errors), kind=KIND_REPORTED)
+            message = "; ".join(errors)
+            if sent:
+                message += f" (after {', '.join(repr(c) for c in sent)})"
+            raise self._error(message, sent[-1] if sent else None, KIND_REPORTED)
 
     # -- helpers ----------------------------------------------------------------------------
 
     def write(self, command: str) -> None:
+        unchecked = self._unchecked
+        if len(unchecked) >= _MAX_UNCHECKED:
+            del unchecked[0]
+        unchecked.append(command)
         self.transport.write(command)
 
     def query(self, command: str) -> str:

@@ -104,6 +104,11 @@ class SerialTransport(SessionTransport):
     # -- I/O --------------------------------------------------------------------------------
 
     def _send(self, conn: Connection, command: str) -> None:
+        if conn.owed:
+            # The last call timed out: its reply may have come since. Read now, it would be
+            # taken for the reply to this command (a serial line has no other way to tell).
+            self._drain(conn)
+            conn.owed = False
         conn.inst.write((command + self.write_termination).encode("ascii"))
 
     def _receive(self, conn: Connection) -> str:
@@ -168,6 +173,10 @@ class SerialTransport(SessionTransport):
         dispose = port.close
         if hasattr(port, "_socket"):
             abort = dispose = lambda: _close_socket_port(port)
+        # A serial line outlives its connections: what arrived while nobody listened (the late
+        # reply to an interrupted call) would be read as the reply to the next command.
+        with contextlib.suppress(Exception):
+            port.reset_input_buffer()
         conn = Connection(port, abort=abort, dispose=dispose)
         conn.applied_timeout_ms = self.timeout_ms
         return conn
@@ -182,6 +191,7 @@ class SerialTransport(SessionTransport):
         if isinstance(exc, _Partial):
             if not self._drain(conn):
                 return self._lost(conn, "closed by the instrument", command, what)
+            conn.owed = True  # a late reply may still come: drained before the next command
             if exc.data:
                 return self._error(
                     f"incomplete reply {target} within {self.timeout_ms} ms: got {exc.data[:60]!r}",

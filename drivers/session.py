@@ -57,6 +57,8 @@ class Connection:
         self._abort = abort  # how to unblock a call in flight when there is no raw socket
         self.lock = threading.RLock()  # serialises I/O; held for a whole write+read
         self.applied_timeout_ms: int | None = None
+        self.owed = False  # the last call timed out: its reply may still arrive (serial)
+        self.doing: tuple[str, float] | None = None  # the call in flight: what, since when
         self._guard = threading.Lock()  # protects the flags below; held for microseconds
         self.busy = False
         self.interrupted = False
@@ -140,6 +142,18 @@ class SessionTransport:
     def open(self) -> None:
         """Lock the instrument and connect now (idempotent), so a wrong address fails early."""
         self._connection()
+
+    def in_flight(self) -> tuple[str, float] | None:
+        """The call in progress, if any: what it is (`'READ?'`, `a read`) and for how long (s).
+
+        For a caller about to interrupt it, to say what the instrument was doing.
+        """
+        with self._state_lock:
+            conn = self._conn
+        doing = conn.doing if conn is not None else None
+        if doing is None:
+            return None
+        return doing[0], time.monotonic() - doing[1]
 
     def interrupt(self) -> None:
         """Make a call blocked in another thread raise `InstrumentError` promptly.
@@ -256,6 +270,7 @@ class SessionTransport:
         with conn.lock:
             if not conn.begin():
                 raise self._error(f"interrupted before {what} was sent", command, KIND_INTERRUPTED)
+            conn.doing = (what, time.monotonic())
             try:
                 if conn.applied_timeout_ms != self.timeout_ms:
                     self._apply_timeout(conn)
@@ -272,4 +287,5 @@ class SessionTransport:
                     ) from exc
                 raise self._translate(conn, exc, command, what) from exc
             finally:
+                conn.doing = None
                 conn.end()

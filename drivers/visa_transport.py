@@ -43,10 +43,11 @@ def _raw_interface(inst: Any) -> Any:
 class VisaTransport(SessionTransport):
     """A VISA resource opened through pyvisa-py, safe to share between threads.
 
-    It connects on `open()` or lazily on the first call. A timeout drains any late reply so the
-    next query is not answered by the previous one; a lost link drops the connection so the
-    next call reconnects. On a ::SOCKET it notices a closed peer at once (pyvisa-py alone waits
-    out the whole timeout, since it takes recv() == b"" for "no data yet").
+    It connects on `open()` or lazily on the first call. After a timeout the next query must not
+    be answered by the previous one: a ::SOCKET reconnects, other sessions are cleared. A lost
+    link drops the connection so the next call reconnects. On a ::SOCKET it notices a closed
+    peer at once (pyvisa-py alone waits out the whole timeout, since it takes recv() == b"" for
+    "no data yet").
     """
 
     def __init__(
@@ -167,7 +168,12 @@ class VisaTransport(SessionTransport):
         )
         if timed_out:
             partial = bytes(getattr(conn.session, "_pending_buffer", b"") or b"")
-            if not self._drain(conn):
+            if conn.sock is not None:
+                # The reply may still come, later than any drain waits, and would then be read
+                # as the answer to the next query. A fresh connection cannot carry it: the next
+                # call reconnects (what a device clear does for USB and VXI-11).
+                self._detach(conn)
+            elif not self._drain(conn):
                 return self._lost(conn, "closed by the instrument", command, what)
             target = f"to {command!r}" if command is not None else "(read)"
             if partial:

@@ -99,7 +99,8 @@ class PtyServer:
         reply = self.twin.handle(command)
         if reply is None:
             return True
-        if self.faults.delay_s and self._stopping.wait(self.faults.delay_s):
+        delay = self.faults.delay_of(action)
+        if delay and self._stopping.wait(delay):
             return True
         payload = self.faults.garbage if action == "garbage" else reply
         with contextlib.suppress(OSError):

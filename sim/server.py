@@ -30,14 +30,16 @@ class WireFaults:
     `no_reply_to` swallows them (never executed or answered); `garbage_to` executes them but
     answers `garbage` instead of the reply; `drop_on` closes the connection instead of
     answering (a pty twin goes silent for `drop_s` instead); `error_on` executes them and then
-    pushes `error` into the instrument's error queue. `count` limits how many matching messages
-    are affected in all (None: every one). `delay_s` makes every reply late; `refuse` makes a
-    TCP twin accept and at once close every new connection.
+    pushes `error` into the instrument's error queue; `delay_to` executes them and answers
+    `delay_s` late. `count` limits how many matching messages are affected in all (None: every
+    one). Without `delay_to`, `delay_s` makes every reply late. `refuse` makes a TCP twin accept
+    and at once close every new connection.
     """
 
     no_reply_to: str | None = None
     count: int | None = None
     delay_s: float = 0.0
+    delay_to: str | None = None
     garbage_to: str | None = None
     garbage: bytes = DEFAULT_GARBAGE
     drop_on: str | None = None
@@ -52,13 +54,15 @@ class WireFaults:
         self._lock = threading.Lock()
 
     def action(self, message: str) -> str | None:
-        """The fault to apply to `message`: "no-reply", "drop", "garbage", "error" or None."""
+        """The fault to apply to `message`: "no-reply", "drop", "garbage", "error", "slow" or
+        None."""
         with self._lock:
             rules = (
                 ("no-reply", self.no_reply_to),
                 ("drop", self.drop_on),
                 ("garbage", self.garbage_to),
                 ("error", self.error_on),
+                ("slow", self.delay_to),
             )
             kind = next((k for k, p in rules if p and re.search(p, message, re.IGNORECASE)), None)
             if kind is None:
@@ -73,6 +77,12 @@ class WireFaults:
                 self.dropped += 1
             return kind
 
+    def delay_of(self, action: str | None) -> float:
+        """How late the reply to a message given `action` is sent, in seconds."""
+        if self.delay_to is None or action == "slow":
+            return self.delay_s
+        return 0.0
+
     def swallow(self, message: str) -> bool:
         """Whether `message` gets no reply (counts it against `count`)."""
         return self.action(message) == "no-reply"
@@ -81,7 +91,8 @@ class WireFaults:
         """Turn on one fault as written on the command line: KIND with an optional PATTERN.
 
         The PATTERN is a regex of the messages affected (default: every message), except for
-        `slow`, where it is the delay in seconds (default 1), and `error`, where it may also be
+        `slow`, where it is the delay in seconds (default 1), optionally followed by `:REGEX` to
+        delay only the replies to those messages, and `error`, where it may also be
         `CODE,"TEXT"` to choose the error pushed after the next message.
         """
         if kind not in FAULT_KINDS:
@@ -90,10 +101,12 @@ class WireFaults:
         if kind == "no-reply":
             self.no_reply_to = regex
         elif kind == "slow":
+            delay, _, only = (pattern or "").partition(":")
             try:
-                self.delay_s = float(pattern) if pattern else 1.0
+                self.delay_s = float(delay) if delay else 1.0
             except ValueError:
                 raise ValueError(f"slow takes a delay in seconds, not {pattern!r}") from None
+            self.delay_to = only or None
         elif kind == "garbage":
             self.garbage_to = regex
         elif kind == "drop":
@@ -109,7 +122,7 @@ class WireFaults:
 
     def clear(self) -> None:
         with self._lock:
-            self.no_reply_to, self.count, self.delay_s = None, None, 0.0
+            self.no_reply_to, self.count, self.delay_s, self.delay_to = None, None, 0.0, None
             self.garbage_to, self.drop_on, self.error_on, self.refuse = None, None, None, False
 
 
@@ -234,7 +247,8 @@ class TwinServer:
             self.twin.push_error(*self.faults.error)
         if reply is None:
             return True
-        if self.faults.delay_s and self._stopping.wait(self.faults.delay_s):
+        delay = self.faults.delay_of(action)
+        if delay and self._stopping.wait(delay):
             return True
         payload = self.faults.garbage if action == "garbage" else reply.encode("ascii")
         client.sendall(payload + b"\n")

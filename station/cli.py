@@ -176,6 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_and_upload(args, config, procedure, serial, console, outbox) -> int:
     """The run itself (cmd_run's second half), then its bounded upload."""
+    from station import faultpoints
     from station.context import Dut
     from station.instruments import InstrumentSet
     from station.journal import Journal
@@ -194,13 +195,20 @@ def _run_and_upload(args, config, procedure, serial, console, outbox) -> int:
             bench.insert_dut(serial)
         dut = Dut(serial, procedure.part_number, procedure.revision, procedure.batch_number)
         journal = Journal(data_dir)
+        before_journal, after_claim = faultpoints.listeners()  # empty unless a test armed one
         runner = Runner(
             procedure,
             dut,
             instruments=instruments,
             interrupt_io=instruments.interrupt,
             # The claim keeps other processes' recovery and uploads away from this run.
-            listeners=[journal, RunClaim(outbox, lambda: journal.run_dir), console],
+            listeners=[
+                *before_journal,
+                journal,
+                RunClaim(outbox, lambda: journal.run_dir),
+                *after_claim,
+                console,
+            ],
             operator=_operator(args.operator),
             station_name=config.station.name,
             prompt=_terminal_prompt(),

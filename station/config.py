@@ -109,10 +109,17 @@ def _check_limit_key(name: str) -> str:
     return name
 
 
+def _no_nan(value: float) -> float:
+    # NaN compares false with everything: a limit of .nan would fail every unit, silently.
+    if value != value:
+        raise ValueError("must be a number, not .nan")
+    return value
+
+
 def _check_scalar(value: Any) -> Any:
     if value is not None and not isinstance(value, (bool, int, float, str)):
         raise ValueError(f"must be a number, a string or true/false (got {show_value(value)})")
-    return value
+    return _no_nan(value) if isinstance(value, float) else value
 
 
 def _check_scalar_list(value: Any) -> Any:
@@ -129,7 +136,7 @@ def _check_scalar_list(value: Any) -> Any:
 
 
 _NonBoolInt = Annotated[int, BeforeValidator(_no_bool)]
-_NonBoolFloat = Annotated[float, BeforeValidator(_no_bool)]
+_NonBoolFloat = Annotated[float, BeforeValidator(_no_bool), AfterValidator(_no_nan)]
 _Scalar = Annotated[float | int | str | bool | None, BeforeValidator(_check_scalar)]
 InstrumentName = Annotated[str, AfterValidator(_check_instrument_name)]
 ProcedureName = Annotated[str, AfterValidator(_check_procedure_name)]
@@ -147,7 +154,7 @@ class InstrumentConfig(BaseModel):
 
     driver: str = Field(min_length=1)
     resource: str = Field(min_length=1)
-    timeout_ms: _NonBoolInt = Field(default=3000, gt=0)
+    timeout_ms: _NonBoolInt = Field(default=3000, gt=0, le=3_600_000)  # an hour at most
     baud_rate: _NonBoolInt | None = Field(default=None, gt=0)
     read_termination: str | None = None
     write_termination: str | None = None

@@ -70,8 +70,16 @@ def _format(display: str | None, line: int | None, field: str | None, message: s
     where = display or ""
     if display and line is not None:
         where = f"{display}:{line}"
-    parts = [p for p in (where, field) if p]
-    return ": ".join([*parts, message])
+    parts = [p for p in (where, _clip(field, 200)) if p]
+    return ": ".join([*parts, _clip(message, 2000)])
+
+
+def _clip(text: str | None, limit: int) -> str | None:
+    """Keys and values echoed in a message are the file's own: a 100 000-character key must
+    not become a 100 000-character message."""
+    if text is None or len(text) <= limit:
+        return text
+    return text[: limit - 3] + "..."
 
 
 def make_error(
@@ -83,6 +91,9 @@ def make_error(
     return ConfigError(message, path=file, line=line, field=field or None)
 
 
+_MAX_SHOWN = 80  # a value echoed in a message; a 2 MB string is not read at the bench
+
+
 def show_value(value: Any) -> str:
     if value is None:
         return "nothing"
@@ -92,9 +103,8 @@ def show_value(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    if isinstance(value, str):
-        return repr(value)
-    return str(value)
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
 
 
 def top_level_problem(display: str, data: Any, line: int) -> str:
@@ -192,6 +202,8 @@ def _message(error: Any, value: Any, raw: str | None) -> str:
         return str(ctx["error"])
     if kind == "greater_than":
         return f"must be greater than {ctx.get('gt')} (got {got})"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx.get('le')} (got {got})"
     if kind == "string_too_short":
         return "must not be empty"
     if kind in ("int_parsing", "int_type"):

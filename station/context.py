@@ -156,10 +156,17 @@ class LogCapture(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = record.getMessage()
-        except Exception:
-            message = f"{record.msg!r} (could not format with args {record.args!r})"
+        except BaseException:  # the procedure's objects: their __str__ may raise anything
+            message = (
+                f"{_safe_repr(record.msg)} (could not format with args {_safe_repr(record.args)})"
+            )
         if record.exc_info:
-            message += "\n" + self.formatException(record.exc_info)
+            try:
+                message += "\n" + _FORMATTER.formatException(record.exc_info)
+            except BaseException:
+                message += f"\n(the exception could not be formatted: {record.exc_info[0]!r})"
+        if len(message) > _MAX_MESSAGE:
+            message = message[:_MAX_MESSAGE] + "... (truncated)"
         try:
             source = os.path.relpath(record.pathname, self._procedure_dir)
         except ValueError:
@@ -178,3 +185,12 @@ class LogCapture(logging.Handler):
 
 
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_FORMATTER = logging.Formatter()
+_MAX_MESSAGE = 10_000
+
+
+def _safe_repr(obj: object) -> str:
+    try:
+        return repr(obj)[:1000]
+    except BaseException:
+        return f"<{type(obj).__name__}>"

@@ -141,14 +141,29 @@ class InstrumentSet(Mapping[str, Any]):
         self._opened: dict[str, OpenedInstrument] = {}
 
     def open(self) -> InstrumentSet:
-        """Connect every instrument (checking it is the configured model) and make it safe."""
+        """Connect every instrument (checking it is the configured model) and make it safe.
+
+        If one fails, the others are still opened and made safe (a supply left on by a crashed
+        run is turned off even though the station cannot start), then every one is closed and
+        the first failure is raised, with the others as notes.
+        """
         check_drivers(self._config, self._names)
+        failures: list[Exception] = []
         try:
             for name in self._names:
-                self._opened[name] = self._open_one(name)
+                try:
+                    self._opened[name] = self._open_one(name)
+                except (InstrumentError, OSError, ValueError, RuntimeError) as exc:
+                    failures.append(exc)
         except BaseException:
             self.close()
             raise
+        if failures:
+            self.close()
+            first = failures[0]
+            for other in failures[1:]:
+                first.add_note(f"also: {other}")
+            raise first
         return self
 
     def _open_one(self, name: str) -> OpenedInstrument:
@@ -177,6 +192,23 @@ class InstrumentSet(Mapping[str, Any]):
     @property
     def opened(self) -> list[OpenedInstrument]:
         return list(self._opened.values())
+
+    def in_flight(self) -> list[str]:
+        """What each instrument is busy with right now, e.g. for a timeout's message:
+        `dmm (TCPIP::...): 'READ?' in progress for 0.5 s`. Call it before `interrupt()`."""
+        busy = []
+        for item in self._opened.values():
+            transport = item.driver.transport
+            try:
+                doing = transport.in_flight() if hasattr(transport, "in_flight") else None
+            except Exception:  # a description must never stop a run from being stopped
+                doing = None
+            if doing is not None:
+                what, seconds = doing
+                busy.append(
+                    f"{item.name} ({transport.resource}): {what} in progress for {seconds:.1f} s"
+                )
+        return busy
 
     def interrupt(self) -> None:
         """Abort I/O in flight on every instrument (a stopped phase may be blocked in a read)."""

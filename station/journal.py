@@ -14,6 +14,7 @@ an ERROR run that keeps every phase that finished.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -30,6 +31,7 @@ from station.record import (
     PhaseOutcome,
     PhaseRecord,
     RunRecord,
+    dump_json,
     utc_now,
 )
 from station.syncer import Syncer
@@ -53,9 +55,10 @@ def check_writable(data_dir: Path) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         probe.unlink()
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a NUL character in the path
+        reason = getattr(exc, "strerror", None) or exc
         raise JournalError(
-            f"cannot record runs in {data_dir}: {exc.strerror or exc}; fix the "
+            f"cannot record runs in {data_dir}: {reason}; fix the "
             "permissions or free some space, or set data_dir in station.yaml"
         ) from None
 
@@ -100,15 +103,16 @@ class Journal(RunListener):
         super().__init__()
         self.data_dir = Path(data_dir)
         self.run_dir: Path | None = None
-        self._file = None
+        self._fd: int | None = None
+        self._size = 0  # bytes of complete events in the journal
         self._syncer: Syncer | None = None
 
     def run_started(self, record: RunRecord) -> None:
         self.run_dir = self.data_dir / run_dir_name(record)
         self.run_dir.mkdir(parents=True, exist_ok=False)
-        self._file = open(self.run_dir / JOURNAL, "a", encoding="utf-8")  # noqa: SIM115 - closed at run end
-        self._syncer = Syncer(self._file.fileno())
-        header = record.model_dump_json(exclude={"phases", "logs", "attachments"})
+        self._fd = os.open(self.run_dir / JOURNAL, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._syncer = Syncer(self._fd)
+        header = dump_json(record, exclude={"phases", "logs", "attachments"})
         self._write("run_started", "run", header, sync=True)
         self._syncer.wait()  # the run exists on disk before its first phase starts
         _fsync_dir(self.data_dir)
@@ -117,11 +121,11 @@ class Journal(RunListener):
         self._write("phase_started", "phase", json.dumps({"name": name, "attempt": attempt}))
 
     def phase_ended(self, record: PhaseRecord) -> None:
-        self._write("phase_ended", "phase", record.model_dump_json(), sync=True)
+        self._write("phase_ended", "phase", dump_json(record), sync=True)
 
     def log_added(self, entry: LogEntry, phase: str | None) -> None:
         if phase is None:  # phase logs travel inside phase_ended
-            self._write("log", "log", entry.model_dump_json())
+            self._write("log", "log", dump_json(entry))
 
     def store_attachment(self, source: Path, name: str) -> str | None:
         if self.run_dir is None:
@@ -139,26 +143,44 @@ class Journal(RunListener):
         return relative
 
     def run_ended(self, record: RunRecord) -> None:
-        self._write(
-            "run_ended", "run", record.model_dump_json(exclude={"phases", "logs"}), sync=True
-        )
-        if self._syncer is not None:
-            self._syncer.close()  # every event on disk before run.json says the run is over
-            self._syncer = None
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        if self.run_dir is not None:
-            write_atomic(self.run_dir / RUN_JSON, record.model_dump_json(indent=2).encode())
+        try:
+            try:
+                payload = dump_json(record, exclude={"phases", "logs"})
+                self._write("run_ended", "run", payload, sync=True)
+            finally:
+                syncer, self._syncer = self._syncer, None
+                try:
+                    if syncer is not None:
+                        syncer.close()  # every event on disk before run.json says the run is over
+                finally:
+                    if self._fd is not None:
+                        os.close(self._fd)
+                        self._fd = None
+            if self.run_dir is not None:
+                write_atomic(self.run_dir / RUN_JSON, dump_json(record, indent=2).encode())
+        except OSError as exc:
+            raise JournalError(
+                f"the record of this run could not be fully written in {self.run_dir}: "
+                f"{exc.strerror or exc}; free some space or fix the data directory, then "
+                "`station upload` recovers the run from what its journal holds"
+            ) from None
 
     def _write(self, event: str, key: str, payload_json: str, sync: bool = False) -> None:
         """Append one event and hand it to the kernel at once (a killed process loses nothing);
         with `sync`, also request an fsync (group commit, see station.syncer)."""
-        if self._file is None:
+        if self._fd is None:
             return
         at = utc_now().isoformat().replace("+00:00", "Z")
-        self._file.write(f'{{"event":"{event}","at":"{at}","{key}":{payload_json}}}\n')
-        self._file.flush()
+        data = f'{{"event":"{event}","at":"{at}","{key}":{payload_json}}}\n'.encode()
+        try:
+            written = os.write(self._fd, data)
+            while written < len(data):  # a short write: the disk is filling up
+                written += os.write(self._fd, data[written:])
+        except OSError:
+            with contextlib.suppress(OSError):  # never leave half an event behind
+                os.ftruncate(self._fd, self._size)
+            raise
+        self._size += len(data)
         if sync and self._syncer is not None:
             self._syncer.request()
 
@@ -230,5 +252,5 @@ def recover(run_dir: Path) -> RunRecord:
         else:
             reason = "station process ended before the first phase"
         record.outcome, record.outcome_reason, record.ended_at = Outcome.ERROR, reason, ended_at
-    write_atomic(run_dir / RUN_JSON, record.model_dump_json(indent=2).encode())
+    write_atomic(run_dir / RUN_JSON, dump_json(record, indent=2).encode())
     return record

@@ -27,6 +27,8 @@ from typing import Any
 from station.limits import LimitError
 from station.procedure import HELPER_NAMES, Phase, Procedure
 
+_MAX_DETAIL = 2000  # of an exception's message quoted in a load error
+
 
 class ProcedureError(Exception):
     """A procedure that cannot be loaded, or would fail as written; the message says where, why."""
@@ -72,14 +74,28 @@ def load_procedure(
     every = [*main, *teardown]
     _check_unique_names(procedure_id, every)
     for ph in every:
+        where = f"{_display(ph.source_file)}:{ph.line}: phase {ph.name!r}: timeout_s"
+        _check_timeout(procedure_id, where, ph.timeout_s)
         _check_params(procedure_id, ph, instrument_names)
         _check_measurement_assignments(procedure_id, ph)
     _apply_limit_overrides(procedure_id, every, settings.limits, config)
 
     version = getattr(module, "__version__", None) or _git_version(Path(str(module.__file__)))
+    if version is not None:
+        try:
+            version = str(version)
+        except Exception:
+            raise ProcedureError(
+                f"procedure {procedure_id}: {_display(str(module.__file__))}: __version__ "
+                "cannot be read as text; set it to a string such as '1.2.0'"
+            ) from None
     stop_on_fail = settings.stop_on_fail
     if stop_on_fail is None:
         stop_on_fail = bool(getattr(module, "STOP_ON_FAIL", False))
+    module_timeout = getattr(module, "TIMEOUT_S", None)
+    if settings.timeout_s is None:
+        where = f"{_display(str(module.__file__))}: TIMEOUT_S"
+        _check_timeout(procedure_id, where, module_timeout)
     return Procedure(
         id=procedure_id,
         phases=main,
@@ -87,15 +103,33 @@ def load_procedure(
         module_name=module.__name__,
         source_file=str(module.__file__),
         docstring=inspect.getdoc(module),
-        version=str(version) if version is not None else None,
+        version=version,
         stop_on_fail=stop_on_fail,
-        timeout_s=settings.timeout_s
-        if settings.timeout_s is not None
-        else getattr(module, "TIMEOUT_S", None),
+        timeout_s=settings.timeout_s if settings.timeout_s is not None else module_timeout,
         part_number=settings.part_number,
         revision=settings.revision,
         batch_number=settings.batch_number,
     )
+
+
+def _check_timeout(procedure_id: str, where: str, timeout_s: Any) -> None:
+    """A timeout the runner can wait on: None, or a positive number of seconds (not NaN)."""
+    if timeout_s is None:
+        return
+    number = isinstance(timeout_s, int | float) and not isinstance(timeout_s, bool)
+    if not number or not timeout_s > 0:  # `not > 0` also refuses NaN
+        raise ProcedureError(
+            f"procedure {procedure_id}: {where} must be a positive number of seconds, "
+            f"got {_short_repr(timeout_s)}"
+        )
+
+
+def _short_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        return f"a {type(value).__name__}"
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _git_version(source: Path) -> str | None:
@@ -159,7 +193,11 @@ def _exec_file(procedure_id: str, module_name: str, path: Path) -> ModuleType:
     if base not in sys.path:
         sys.path.insert(0, base)  # lets a procedure import helpers kept beside it
     try:
-        module_spec.loader.exec_module(module)
+        # Compiled from the source every time: a cached .pyc is trusted on its source's mtime in
+        # whole seconds and size, so an edit made within a second of the last run that keeps the
+        # file's size (a limit 3.3 -> 3.4) would silently run the old code.
+        code = compile(path.read_bytes(), str(path), "exec", dont_inherit=True)
+        exec(code, module.__dict__)
     except BaseException as exc:  # SystemExit and KeyboardInterrupt at import are load errors too
         sys.modules.pop(module_name, None)
         if isinstance(exc, KeyboardInterrupt):
@@ -182,8 +220,10 @@ def _import_failure(procedure_id: str, what: str, exc: BaseException) -> Procedu
     where = f"{_display(frame.filename)}:{frame.lineno}" if frame else what
     try:
         detail = str(exc)
-    except Exception:
+    except BaseException:  # the module's own exception: its __str__ may raise anything
         detail = "(the exception's message could not be read)"
+    if len(detail) > _MAX_DETAIL:
+        detail = detail[:_MAX_DETAIL] + "... (truncated)"
     return ProcedureError(
         f"procedure {procedure_id}: {where}: cannot import {what}: {type(exc).__name__}: {detail}"
     )
@@ -193,6 +233,11 @@ def collect_phases(procedure_id: str, module: ModuleType) -> tuple[list[Phase], 
     """The module's phases in run order: `PHASES` if defined, else phases in source order."""
     where = _display(module.__file__ or module.__name__)
     if hasattr(module, "PHASES"):
+        if not isinstance(module.PHASES, list | tuple):
+            raise ProcedureError(
+                f"procedure {procedure_id}: {where}: PHASES is {_short_repr(module.PHASES)}; "
+                "it must be a list of phase functions, in run order"
+            )
         phases = []
         for index, item in enumerate(module.PHASES):
             if isinstance(item, Phase):
@@ -208,7 +253,7 @@ def collect_phases(procedure_id: str, module: ModuleType) -> tuple[list[Phase], 
             else:
                 raise ProcedureError(
                     f"procedure {procedure_id}: {where}: PHASES[{index}] is "
-                    f"{item!r}, not a phase function"
+                    f"{_short_repr(item)}, not a phase function"
                 )
     else:
         phases = sorted(

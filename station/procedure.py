@@ -69,7 +69,6 @@ class Phase:
     def line(self) -> int:
         return self.func.__code__.co_firstlineno
 
-
     def spec(self, name: str) -> MeasurementSpec | None:
         return next((spec for spec in self.measurements if spec.name == name), None)
 

@@ -8,9 +8,11 @@ Non-finite floats serialise as the strings "NaN"/"Infinity" so run.json stays va
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import PydanticSerializationError
 
 from station.outcomes import Outcome, PhaseOutcome
 
@@ -107,3 +109,33 @@ class RunRecord(_Record):
     logs: list[LogEntry] = Field(default_factory=list)  # logs outside any phase
     attachments: list[AttachmentRecord] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+def dump_json(model: BaseModel, **options: Any) -> str:
+    """`model.model_dump_json(**options)`, even when a string in it cannot be encoded as UTF-8
+    (a lone surrogate from a procedure's value or log): such characters are written as their
+    `\\udxxx` escape text instead of losing the whole record."""
+    try:
+        return model.model_dump_json(**options)
+    except PydanticSerializationError:
+        clean = type(model).model_validate(_scrub(model.model_dump()))
+        return clean.model_dump_json(**options)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_scrub(k if isinstance(k, str) else _text(k)): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | datetime | Enum):
+        return value
+    return _scrub(_text(value))  # metadata the procedure filled with objects JSON cannot hold
+
+
+def _text(value: Any) -> str:
+    try:
+        return repr(value)[:1000]
+    except BaseException:  # a procedure's object: its __repr__ may raise anything
+        return f"<{type(value).__name__}>"

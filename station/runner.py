@@ -45,6 +45,7 @@ from station.worker import CancelToken, Job, PhaseCancelled, PhaseWorker
 DEFAULT_TEARDOWN_TIMEOUT_S = 30.0
 _POLL_S = 0.05  # how often the main thread looks up from a running phase for Ctrl-C
 _MAX_MESSAGE = 10_000
+_MAX_INT = 1 << 1000
 
 _RUN_OUTCOME_OF = {
     PhaseOutcome.ABORTED: Outcome.ABORTED,
@@ -311,7 +312,7 @@ class Runner:
         frame = ours[-1] if ours else (frames[-1] if frames else None)
         try:
             text = "".join(traceback.format_exception(error))
-        except Exception:
+        except BaseException:  # a __str__ that raises even KeyboardInterrupt must not end the run
             text = None
         return ErrorInfo(
             type=type(error).__name__,
@@ -460,7 +461,7 @@ def _reason_of(rec: PhaseRecord) -> str:
 def _safe_str(obj: object) -> str:
     try:
         text = str(obj)
-    except Exception:
+    except BaseException:  # the object is the procedure's: its __str__ may raise anything
         text = f"<{type(obj).__name__}: str() raised>"
     return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "... (truncated)"
 
@@ -468,25 +469,25 @@ def _safe_str(obj: object) -> str:
 def _safe_repr(obj: object) -> str:
     try:
         text = repr(obj)
-    except Exception:
+    except BaseException:
         text = f"<{type(obj).__name__}>"
     return text[:200]
 
 
 def _recordable(value: Any) -> Any:
     """Values the record can hold: JSON scalars and lists of them; anything else as its repr."""
-    if value is None or isinstance(value, bool | int | str):
-        return (
-            value
-            if not isinstance(value, str) or len(value) <= _MAX_MESSAGE
-            else value[:_MAX_MESSAGE] + "... (truncated)"
-        )
     if isinstance(value, float):
         return value  # NaN and inf stay floats here; they fail every numeric limit
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):  # beyond _MAX_INT, JSON readers (run.json) refuse the number
+        return value if -_MAX_INT < value < _MAX_INT else f"<int of {value.bit_length()} bits>"
+    if isinstance(value, str):
+        return value if len(value) <= _MAX_MESSAGE else value[:_MAX_MESSAGE] + "... (truncated)"
     if isinstance(value, list | tuple) and all(
         isinstance(v, bool | int | float | str) for v in value
     ):
-        return list(value)
+        return [_recordable(v) for v in value]
     return _safe_repr(value)
 
 

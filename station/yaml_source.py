@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from station.config_errors import ConfigError, Issue, Loc, dotted_name
+from station.config_errors import ConfigError, Issue, Loc, dotted_name, show_value
 
 __all__ = ["ENV_NAME", "YamlReader"]
 
@@ -23,8 +23,30 @@ __all__ = ["ENV_NAME", "YamlReader"]
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+#: Deeper than this is not a station config; the composer recurses, so it must stop somewhere.
+MAX_DEPTH = 100
+#: Values after aliases and merge keys are expanded: far beyond any bench, far below a bomb.
+MAX_VALUES = 100_000
+
+
 class _Loader(yaml.SafeLoader):
     """SafeLoader used only to compose nodes and construct scalars; we build containers."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"nested more than {MAX_DEPTH} levels deep (a station config needs a handful)",
+                    self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 _VAR = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
@@ -45,9 +67,21 @@ class YamlReader:
         self.issues: list[Issue] = []
         self.root_line = 1
         self._flattened: set[int] = set()
+        self._merging: set[int] = set()
+        self._values = 0
 
     def read(self) -> Any:
-        loader = _Loader(self.text)
+        try:
+            loader = _Loader(self.text)
+        except yaml.reader.ReaderError as exc:  # refused up front: a control character
+            line = self.text.count("\n", 0, exc.position) + 1
+            code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+            raise ConfigError(
+                f"{self.display}:{line}: invalid YAML: control character #x{code:02X} is not "
+                "allowed in YAML text; remove it",
+                path=self.file,
+                line=line,
+            ) from None
         try:
             node = loader.get_single_node()
             if node is None:
@@ -71,8 +105,22 @@ class YamlReader:
                 line=node.start_mark.line + 1,
                 field=dotted_name(loc),
             )
+        self._values += 1
+        if self._values > MAX_VALUES:
+            raise self._located(
+                node,
+                loc,
+                f"aliases (*name) and merge keys (<<) expand to more than {MAX_VALUES} values; "
+                "a station config never needs that many: is an alias repeated by mistake?",
+            )
         if isinstance(node, yaml.ScalarNode):
-            value = loader.construct_object(node, deep=True)
+            try:
+                value = loader.construct_object(node, deep=True)
+            except ValueError as exc:  # a 5000-digit number, a date like 2024-13-45
+                reason = str(exc).split(";")[0]
+                raise self._located(
+                    node, loc, f"cannot read {show_value(node.value)}: {reason}"
+                ) from None
             self.raw[loc] = node.value
             if isinstance(value, str):
                 value = self._expand(value, loc, node.start_mark.line + 1)
@@ -93,10 +141,7 @@ class YamlReader:
                 items.append(self._build(loader, child, (*loc, index), stack))
             return items
         if isinstance(node, yaml.MappingNode):
-            if id(node) not in self._flattened:
-                self._flattened.add(id(node))
-                self._check_duplicates(node, loc)
-                loader.flatten_mapping(node)  # resolves `<<: *anchor` merge keys in place
+            self._flatten(loader, node, loc)
             result: dict[str, Any] = {}
             for key_node, value_node in node.value:
                 if not isinstance(key_node, yaml.ScalarNode):
@@ -108,6 +153,38 @@ class YamlReader:
                 result[key] = self._build(loader, value_node, (*loc, key), stack)
             return result
         return loader.construct_object(node, deep=True)  # pragma: no cover - no other node kinds
+
+    def _flatten(self, loader: _Loader, node: yaml.MappingNode, loc: Loc) -> None:
+        """Resolve `<<: *anchor` merge keys in place, merged mappings first, so that no merge
+        chain can grow past MAX_VALUES (PyYAML would expand a merge bomb without limit)."""
+        if id(node) in self._flattened:
+            return
+        if id(node) in self._merging:
+            raise self._located(node, loc, "a merge key (<<) merges the mapping that contains it")
+        self._merging.add(id(node))
+        self._check_duplicates(node, loc)
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                merged = value_node.value if isinstance(value_node, yaml.SequenceNode) else []
+                for sub in [value_node, *merged]:
+                    if isinstance(sub, yaml.MappingNode):
+                        self._flatten(loader, sub, loc)
+        loader.flatten_mapping(node)
+        self._merging.discard(id(node))
+        self._flattened.add(id(node))
+        if len(node.value) > MAX_VALUES:
+            raise self._located(
+                node,
+                loc,
+                f"merge keys (<<) expand to more than {MAX_VALUES} keys; a station config never "
+                "needs that many: is a merge repeated by mistake?",
+            )
+
+    def _located(self, node: yaml.Node, loc: Loc, message: str) -> ConfigError:
+        line = node.start_mark.line + 1
+        field = dotted_name(loc)
+        where = f"{self.display}:{line}: {field}: " if field else f"{self.display}:{line}: "
+        return ConfigError(where + message, path=self.file, line=line, field=field or None)
 
     def _check_duplicates(self, node: yaml.MappingNode, loc: Loc) -> None:
         first: dict[str, int] = {}

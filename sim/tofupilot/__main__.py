@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="ACTION",
         help="answer the next request with ACTION (repeat for a sequence): "
-        "429[:s], 500, 503, hang[:s], slow:s, drop, drop_after_store, ok",
+        "429[:s], 500, 503, hang[:s], slow:s, drop, drop_after_store, hang_after_store[:s], ok",
     )
     parser.add_argument(
         "--mix",

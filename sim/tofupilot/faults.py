@@ -8,7 +8,9 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Mapping
 
-_FAULT_RE = re.compile(r"(ok|drop|drop_after_store|hang|slow|[45]\d\d)(?::(\d+(?:\.\d+)?))?")
+_FAULT_RE = re.compile(
+    r"(ok|drop|drop_after_store|hang|hang_after_store|slow|[45]\d\d)(?::(\d+(?:\.\d+)?))?"
+)
 
 
 class Faults:
@@ -19,7 +21,9 @@ class Faults:
     `hang` (hold the request `hang_s`, or `hang:<s>`, or until stop, then close without an
     answer; nothing is stored); `slow:<s>` (wait, then answer normally); `drop` (close without
     answering, nothing stored); `drop_after_store` (do the work, e.g. store the run, then close
-    without answering: the lost-response case).
+    without answering: the lost-response case); `hang_after_store` (do the work, then hold the
+    request like `hang` before closing without an answer: the client is still waiting for an
+    answer the server will never send, e.g. while a test kills it).
 
     `plan([...])` queues exact actions for the next matching requests; once the plan is used up,
     `random_mix(seed, weights)` (if set) draws one per request from a seeded generator, else `ok`.
@@ -82,6 +86,6 @@ def _check_action(action: str) -> str:
     if not isinstance(action, str) or not _FAULT_RE.fullmatch(action):
         raise ValueError(
             f"unknown fault {action!r}: use ok, 429[:s], a 4xx/5xx status, hang[:s], slow:s, "
-            "drop or drop_after_store"
+            "drop, drop_after_store or hang_after_store[:s]"
         )
     return action

@@ -44,6 +44,7 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like the real service behind its proxy
     server: _Server
+    _ref: str | None = None  # the client_run_ref of the request being handled, if any
 
     def setup(self) -> None:
         super().setup()
@@ -69,6 +70,7 @@ class _Handler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         path, query = split.path, parse_qs(split.query)
         raw = self._read_body()
+        self._ref = _client_run_ref(self.command, path, raw)
         action = emulator.faults.next_action(f"{self.command} {path}")
         kind, _, arg = action.partition(":")
         if kind in ("drop", "hang"):
@@ -90,7 +92,9 @@ class _Handler(BaseHTTPRequestHandler):
             response = _Response(error.status, error.body())
         except Exception as error:  # a bug in the emulator: answer like a server would
             response = _Response(500, ApiError(500, f"emulator error: {error!r}").body())
-        if kind == "drop_after_store":
+        if kind == "hang_after_store":
+            emulator._hold(float(arg) if arg else emulator.faults.hang_s)
+        if kind in ("drop_after_store", "hang_after_store"):
             return self._drop(emulator, path, action)
         self._answer(emulator, path, action, response)
 
@@ -110,7 +114,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, emulator: TofuPilotEmulator, path: str, action: str, r: _Response) -> None:
         data = r.body if isinstance(r.body, bytes) else json.dumps(r.body).encode()
         # Logged before answering, so the log is complete as soon as the client has its answer.
-        emulator._log(RequestLog(self.command, path, r.status, action))
+        emulator._log(RequestLog(self.command, path, r.status, action, self._ref))
         self.send_response(r.status)
         headers = {"Content-Type": "application/json", **r.headers}
         for name, value in headers.items():
@@ -120,7 +124,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _drop(self, emulator: TofuPilotEmulator, path: str, action: str) -> None:
-        emulator._log(RequestLog(self.command, path, None, action))
+        emulator._log(RequestLog(self.command, path, None, action, self._ref))
         self.close_connection = True
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
+
+
+def _client_run_ref(method: str, path: str, raw: bytes) -> str | None:
+    """The idempotency key of a run-create request, for the request log (None otherwise)."""
+    if method != "POST" or not path.rstrip("/").endswith("/v2/runs"):
+        return None
+    try:
+        body = json.loads(raw or b"null")
+    except ValueError:
+        return None
+    ref = body.get("client_run_ref") if isinstance(body, dict) else None
+    return ref if isinstance(ref, str) else None

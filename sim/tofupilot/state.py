@@ -90,6 +90,7 @@ class RequestLog:
     path: str  # without the query string, as sent (not decoded)
     status: int | None  # None when the connection was closed without an answer
     fault: str = "ok"
+    client_run_ref: str | None = None  # POST /v2/runs only: the body's idempotency key
 
 
 class ApiError(Exception):

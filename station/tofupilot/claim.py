@@ -9,10 +9,12 @@ a run that is still going on or being uploaded.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from station import faultpoints
 from station.events import RunListener
 from station.record import RunRecord
 
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from station.tofupilot.outbox import Outbox
 
 LOCK_FILE = "upload.lock"
+CLAIM_WAIT_S = 2.0  # how long a starting run waits for a claim held for an instant elsewhere
 
 
 def try_claim(run_dir: Path) -> int | None:
@@ -29,10 +32,33 @@ def try_claim(run_dir: Path) -> int | None:
         fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError:
         return None
+    faultpoints.reached("claim_opened")
     if not _try_lock(fd):
         os.close(fd)
         return None
+    _sign(fd)
     return fd
+
+
+def claimed_before(run_dir: Path) -> bool:
+    """True once a process has held the claim on `run_dir` (its lock file is signed).
+
+    A lock file that exists but is empty was only opened: its process may be about to lock it,
+    so it proves nothing about a run that is just starting.
+    """
+    try:
+        return (run_dir / LOCK_FILE).stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _sign(fd: int) -> None:
+    """Write the holder's pid into the lock file, under the lock: it has been claimed."""
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError:
+        pass  # the claim holds all the same; the directory just looks unclaimed a little longer
 
 
 class RunClaim(RunListener):
@@ -50,8 +76,15 @@ class RunClaim(RunListener):
 
     def run_started(self, record: RunRecord) -> None:
         run_dir = self._run_dir()
-        if run_dir is not None:
-            self._outbox.claim(run_dir)
+        if run_dir is None:
+            return
+        # Another process may hold it for an instant (a `station runs` probing whether the
+        # directory is busy): try again rather than run unclaimed.
+        deadline = time.monotonic() + CLAIM_WAIT_S
+        while not self._outbox.claim(run_dir):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"could not claim {run_dir}: another process holds it")
+            time.sleep(0.01)
 
 
 def _try_lock(fd: int) -> bool:

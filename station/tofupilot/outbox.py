@@ -19,7 +19,7 @@ from typing import Any
 
 from station.journal import JOURNAL, RUN_JSON, JournalError, read_record, recover
 from station.record import RunRecord
-from station.tofupilot.claim import LOCK_FILE, RunClaim, try_claim
+from station.tofupilot.claim import LOCK_FILE, RunClaim, claimed_before, try_claim
 from station.tofupilot.client import TofuPilotClient, TofuPilotError
 from station.tofupilot.policy import (
     BACKOFF_S,
@@ -461,11 +461,14 @@ class Outbox:
 
     def _maybe_starting(self, run_dir: Path) -> bool:
         """A run whose process has not claimed its directory yet (`station run` does so right
-        after the journal creates it): no lock file, and a journal of the last few seconds.
+        after the journal creates it): no signed lock file, and a journal of the last few seconds.
 
-        A run that died after its claim has a lock file nobody holds: recovered at once.
+        A lock file that is only opened (empty) does not count: between opening and locking it
+        the run's process holds nothing, and recovering the run then would turn a live run into
+        an ERROR run. A run that died after its claim has a signed lock file nobody holds:
+        recovered at once.
         """
-        if (run_dir / LOCK_FILE).exists():
+        if claimed_before(run_dir):
             return False
         try:
             age = self._clock() - (run_dir / JOURNAL).stat().st_mtime

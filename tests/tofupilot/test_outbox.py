@@ -445,6 +445,8 @@ def test_a_journal_just_created_and_not_claimed_yet_is_not_recovered(station, em
         assert [s.state for s in outbox.drain()] == [BUSY]
         assert outbox.upload(run_dir).state == BUSY
         assert not (run_dir / "run.json").exists() and emulator.requests == []
-        (run_dir / "upload.lock").touch()  # claimed by its process, which then died
+        (run_dir / "upload.lock").touch()  # opened by its process, not locked yet
+        assert outbox.recover_interrupted() == []
+        (run_dir / "upload.lock").write_text("4242\n")  # claimed by its process, which died
         assert [d for d, _ in outbox.recover_interrupted()] == [run_dir]
         assert outbox.upload(run_dir).state == UPLOADED
