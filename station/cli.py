@@ -201,6 +201,7 @@ def _run_and_upload(args, config, procedure, serial, console, outbox) -> int:
             dut,
             instruments=instruments,
             interrupt_io=instruments.interrupt,
+            describe_io=instruments.in_flight,
             # The claim keeps other processes' recovery and uploads away from this run.
             listeners=[
                 *before_journal,

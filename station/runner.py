@@ -69,6 +69,7 @@ class Runner:
         *,
         instruments: Mapping[str, Any] | None = None,
         interrupt_io: Callable[[], None] | None = None,
+        describe_io: Callable[[], list[str]] | None = None,
         listeners: Sequence[RunListener] = (),
         operator: str | None = None,
         station_name: str | None = None,
@@ -82,6 +83,7 @@ class Runner:
         self.dut = dut
         self._instruments = dict(instruments or {})
         self._interrupt_io = interrupt_io
+        self._describe_io = describe_io
         self._listeners = list(listeners)
         self._handle_signals = handle_signals
         self._cancel_grace_s = cancel_grace_s
@@ -236,6 +238,7 @@ class Runner:
             reason = self._abort_reason if status == "abort" else timeout_reason
             if status == "timeout" and timeout_reason.startswith("run timeout"):
                 self._timeout_reason = f"run timeout of {self.procedure.timeout_s:g} s reached"
+            reason += self._stuck_on()
             self._worker.stop(job, reason, self._interrupt_io, self._cancel_grace_s)
         self._capture.end_phase()
         self._current_phase = None
@@ -259,6 +262,16 @@ class Runner:
                 "logs": logs,
             }
         )
+
+    def _stuck_on(self) -> str:
+        """' while waiting on dmm (...): 'READ?' in progress for 2.0 s', or '' if no I/O was."""
+        if self._describe_io is None:
+            return ""
+        try:
+            busy = self._describe_io()
+        except Exception:  # a description must never keep a phase from being stopped
+            return ""
+        return " while waiting on " + "; ".join(busy) if busy else ""
 
     def _wait(self, job: Job, deadline: float | None, teardown: bool) -> str:
         """'done', 'timeout' or 'abort'. Teardown phases are not interrupted by Ctrl-C."""

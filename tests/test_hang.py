@@ -59,6 +59,7 @@ def run_on_sim(bench, simulated):
             Dut("SN-1"),
             instruments=instruments,
             interrupt_io=instruments.interrupt,
+            describe_io=instruments.in_flight,
             handle_signals=False,
         )
         started = time.monotonic()

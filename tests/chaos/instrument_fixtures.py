@@ -145,6 +145,7 @@ class FaultyBench:
                 Dut("SN-1"),
                 instruments=opened,
                 interrupt_io=opened.interrupt,
+                describe_io=opened.in_flight,
                 handle_signals=False,
             )
             started = time.monotonic()

@@ -115,11 +115,6 @@ def test_a_reply_slower_than_usual_but_within_the_timeout_passes(faulty_bench, n
     assert outcome.elapsed_s < INSTRUMENT_TIMEOUT_S + SLACK_S + 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="station/runner.py: a TIMEOUT's message does not say which instrument I/O the "
-    "phase was stuck in (proposed fix in the hardening report)",
-)
 @pytest.mark.parametrize("name", FAULTY)
 def test_a_phase_timeout_shorter_than_the_instrument_names_what_it_was_waiting_for(
     faulty_bench, name
