@@ -222,7 +222,7 @@ def _run_and_upload(args, config, procedure, serial, console, outbox) -> int:
     if journal.run_dir is not None:
         console.say(f"   record: {_display(journal.run_dir)}")
     if args.json_out:
-        Path(args.json_out).write_text(record.model_dump_json(indent=2), encoding="utf-8")
+        Path(args.json_out).write_text(record.to_json(indent=2), encoding="utf-8")
     if journal.run_dir is not None and not args.no_upload:
         _upload_after_run(outbox, journal.run_dir, config.tofupilot.api_key_env, console.say)
     return EXIT_CODES[record.outcome.value]  # never depends on the upload

@@ -6,7 +6,8 @@
 can SIGKILL the process at exactly that point, or let it go on after the pause. Points:
 `run_started` (the run directory exists and is claimed, no phase has started),
 `phase:<name>` (that phase has started and is in the journal, it has not ended),
-`record_write` (every phase has ended, the run's final record is not written yet) and
+`record_write` (every phase has ended, the run's final record is not written yet),
+`record_write_journaled` (the journal holds the run's end, run.json is not written yet) and
 `claim_opened` (the claim's lock file is open, not locked yet). `listeners()` gives the run
 listeners that reach the run points: `(before_journal, after_claim)`, both empty when unarmed.
 """

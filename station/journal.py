@@ -22,6 +22,7 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
+from station import faultpoints
 from station.events import RunListener
 from station.record import (
     AttachmentRecord,
@@ -31,7 +32,6 @@ from station.record import (
     PhaseOutcome,
     PhaseRecord,
     RunRecord,
-    dump_json,
     utc_now,
 )
 from station.syncer import Syncer
@@ -112,20 +112,19 @@ class Journal(RunListener):
         self.run_dir.mkdir(parents=True, exist_ok=False)
         self._fd = os.open(self.run_dir / JOURNAL, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._syncer = Syncer(self._fd)
-        header = dump_json(record, exclude={"phases", "logs", "attachments"})
+        header = record.to_json(exclude={"phases", "logs", "attachments"})
         self._write("run_started", "run", header, sync=True)
-        self._syncer.wait()  # the run exists on disk before its first phase starts
         _fsync_dir(self.data_dir)
 
     def phase_started(self, name: str, attempt: int) -> None:
         self._write("phase_started", "phase", json.dumps({"name": name, "attempt": attempt}))
 
     def phase_ended(self, record: PhaseRecord) -> None:
-        self._write("phase_ended", "phase", dump_json(record), sync=True)
+        self._write("phase_ended", "phase", record.to_json(), sync=True)
 
     def log_added(self, entry: LogEntry, phase: str | None) -> None:
         if phase is None:  # phase logs travel inside phase_ended
-            self._write("log", "log", dump_json(entry))
+            self._write("log", "log", entry.to_json())
 
     def store_attachment(self, source: Path, name: str) -> str | None:
         if self.run_dir is None:
@@ -139,13 +138,13 @@ class Journal(RunListener):
         shutil.copyfile(source, target)
         relative = target.relative_to(self.run_dir).as_posix()
         attachment = AttachmentRecord(name=name, path=relative, size=target.stat().st_size)
-        self._write("attachment", "attachment", attachment.model_dump_json(), sync=True)
+        self._write("attachment", "attachment", attachment.to_json(), sync=True)
         return relative
 
     def run_ended(self, record: RunRecord) -> None:
         try:
             try:
-                payload = dump_json(record, exclude={"phases", "logs"})
+                payload = record.to_json(exclude={"phases", "logs"})
                 self._write("run_ended", "run", payload, sync=True)
             finally:
                 syncer, self._syncer = self._syncer, None
@@ -157,7 +156,8 @@ class Journal(RunListener):
                         os.close(self._fd)
                         self._fd = None
             if self.run_dir is not None:
-                write_atomic(self.run_dir / RUN_JSON, dump_json(record, indent=2).encode())
+                faultpoints.reached("record_write_journaled")
+                write_atomic(self.run_dir / RUN_JSON, record.to_json().encode())
         except OSError as exc:
             raise JournalError(
                 f"the record of this run could not be fully written in {self.run_dir}: "
@@ -186,7 +186,7 @@ class Journal(RunListener):
 
 
 def read_record(run_dir: Path) -> RunRecord:
-    return RunRecord.model_validate_json((run_dir / RUN_JSON).read_bytes())
+    return RunRecord.from_json((run_dir / RUN_JSON).read_bytes())
 
 
 def find_interrupted(data_dir: Path) -> list[Path]:
@@ -212,20 +212,20 @@ def recover(run_dir: Path) -> RunRecord:
         last_at = datetime.fromisoformat(event["at"])
         kind = event["event"]
         if kind == "run_started":
-            record = RunRecord.model_validate(event["run"])
+            record = RunRecord.from_dict(event["run"])
         elif record is None:
             continue
         elif kind == "phase_started":
             running = event["phase"]
         elif kind == "phase_ended":
-            record.phases.append(PhaseRecord.model_validate(event["phase"]))
+            record.phases.append(PhaseRecord.from_dict(event["phase"]))
             running = None
         elif kind == "attachment":
-            record.attachments.append(AttachmentRecord.model_validate(event["attachment"]))
+            record.attachments.append(AttachmentRecord.from_dict(event["attachment"]))
         elif kind == "log":
-            record.logs.append(LogEntry.model_validate(event["log"]))
+            record.logs.append(LogEntry.from_dict(event["log"]))
         elif kind == "run_ended":
-            ended = RunRecord.model_validate({**event["run"], "phases": [], "logs": []})
+            ended = RunRecord.from_dict({**event["run"], "phases": [], "logs": []})
     if record is None:
         raise JournalError(f"{run_dir / JOURNAL} holds no run_started event; nothing to recover")
     ended_at = last_at or utc_now()
@@ -252,5 +252,5 @@ def recover(run_dir: Path) -> RunRecord:
         else:
             reason = "station process ended before the first phase"
         record.outcome, record.outcome_reason, record.ended_at = Outcome.ERROR, reason, ended_at
-    write_atomic(run_dir / RUN_JSON, dump_json(record, indent=2).encode())
+    write_atomic(run_dir / RUN_JSON, record.to_json().encode())
     return record

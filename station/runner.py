@@ -16,6 +16,7 @@ The runner knows nothing about consoles or files: it reports to listeners (`stat
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import threading
@@ -34,10 +35,12 @@ from station.record import (
     AttachmentRecord,
     ErrorInfo,
     LogEntry,
+    MeasurementRecord,
     Outcome,
     PhaseOutcome,
     PhaseRecord,
     RunRecord,
+    ValidatorRecord,
     utc_now,
 )
 from station.worker import CancelToken, Job, PhaseCancelled, PhaseWorker
@@ -192,7 +195,7 @@ class Runner:
             ended_at=now,
             docstring=ph.docstring,
             reason=reason,
-            measurements=_measurement_dicts(Measurements(ph.measurements)),
+            measurements=_measurement_records(Measurements(ph.measurements)),
         )
         self.record.phases.append(rec)
         self._emit("phase_ended", rec)
@@ -243,24 +246,20 @@ class Runner:
         self._capture.end_phase()
         self._current_phase = None
 
-        measured = _measurement_dicts(measurements)
+        measured = _measurement_records(measurements)
         outcome, error, reason = self._judge(job.result, job.error, status, reason, measured)
-        # One validation of the whole phase (nested in pydantic-core) instead of a model per
-        # measurement and per limit: the difference is half the per-measurement cost.
-        return PhaseRecord.model_validate(
-            {
-                "name": ph.name,
-                "outcome": outcome,
-                "started_at": started,
-                "ended_at": utc_now(),
-                "attempt": attempt,
-                "teardown": teardown,
-                "docstring": ph.docstring,
-                "reason": reason,
-                "error": error,
-                "measurements": measured,
-                "logs": logs,
-            }
+        return PhaseRecord(
+            name=ph.name,
+            outcome=outcome,
+            started_at=started,
+            ended_at=utc_now(),
+            attempt=attempt,
+            teardown=teardown,
+            docstring=ph.docstring,
+            reason=reason,
+            error=error,
+            measurements=measured,
+            logs=list(logs),
         )
 
     def _stuck_on(self) -> str:
@@ -294,7 +293,7 @@ class Runner:
         error: BaseException | None,
         status: str,
         reason: str | None,
-        measurements: list[dict[str, Any]],
+        measurements: list[MeasurementRecord],
     ) -> tuple[PhaseOutcome, ErrorInfo | None, str | None]:
         if status == "timeout":
             return PhaseOutcome.TIMEOUT, ErrorInfo(type="Timeout", message=reason), reason
@@ -315,7 +314,7 @@ class Runner:
         if result is not None:
             message = f"phase returned {_safe_repr(result)}; a phase returns None or station.SKIP"
             return PhaseOutcome.ERROR, ErrorInfo(type="InvalidReturn", message=message), None
-        if any(m["outcome"] != "PASS" for m in measurements):
+        if any(m.outcome != "PASS" for m in measurements):
             return PhaseOutcome.FAIL, None, None
         return PhaseOutcome.PASS, None, None
 
@@ -364,7 +363,12 @@ class Runner:
             m.marginal for rec in final_attempts for m in rec.measurements
         )
         record.sub_units = list(self.dut.sub_units)
-        record.metadata.update(self.run.metadata)
+        record.metadata.update(
+            {
+                k: _NON_FINITE_TEXT[str(v)] if isinstance(v, float) and not math.isfinite(v) else v
+                for k, v in self.run.metadata.items()
+            }
+        )
         record.logs = self._capture.run_logs
         record.ended_at = utc_now()
         self._emit("run_ended", record)
@@ -427,30 +431,30 @@ def _call_phase(ph: Phase, available: Mapping[str, Any]) -> Callable[..., Any]:
     return call
 
 
-def _measurement_dicts(measurements: Measurements) -> list[dict[str, Any]]:
-    """Each declared measurement checked against its limits, as MeasurementRecord fields."""
+def _measurement_records(measurements: Measurements) -> list[MeasurementRecord]:
+    """Each declared measurement checked against its limits."""
     records = []
     for spec, value, is_set in measurements.items():
         result = check(spec, value, is_set)
         records.append(
-            {
-                "name": spec.name,
-                "outcome": result.outcome,
-                "measured_value": _recordable(value) if is_set else None,
-                "units": spec.unit,
-                "description": spec.description,
-                "marginal": result.marginal,
-                "limits": spec.limits_text,
-                "validators": [
-                    {
-                        "operator": v.operator,
-                        "expected_value": _recordable(v.expected),
-                        "outcome": outcome,
-                        "is_decisive": v.decisive,
-                    }
+            MeasurementRecord(
+                name=spec.name,
+                outcome=result.outcome,
+                measured_value=_recordable(value) if is_set else None,
+                units=spec.unit,
+                description=spec.description,
+                marginal=result.marginal,
+                limits=spec.limits_text,
+                validators=[
+                    ValidatorRecord(
+                        operator=v.operator,
+                        expected_value=_recordable(v.expected),
+                        outcome=outcome,
+                        is_decisive=v.decisive,
+                    )
                     for v, outcome in result.validator_outcomes
                 ],
-            }
+            )
         )
     return records
 
@@ -487,10 +491,15 @@ def _safe_repr(obj: object) -> str:
     return text[:200]
 
 
+_NON_FINITE_TEXT = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
 def _recordable(value: Any) -> Any:
     """Values the record can hold: JSON scalars and lists of them; anything else as its repr."""
     if isinstance(value, float):
-        return value  # NaN and inf stay floats here; they fail every numeric limit
+        # Limits were checked on the number; the record keeps non-finite values as text, so
+        # run.json is valid JSON and reads back equal (see station.record).
+        return value if math.isfinite(value) else _NON_FINITE_TEXT[str(value)]
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):  # beyond _MAX_INT, JSON readers (run.json) refuse the number

@@ -1,27 +1,33 @@
 """Group commit: fsync a file from a background thread, many requests per fsync.
 
-The journal writes and flushes every event before the run moves on, so a killed process loses
-nothing: the bytes are in the kernel. Only a power cut needs the fsync, and an fsync costs ~0.2 ms
-on a typical disk, more than a whole trivial phase. So a phase end *requests* an fsync and the run
-goes on; requests that arrive while an fsync is running are all covered by the next one. The
-window a power cut can hit is one fsync long, and `wait()` makes it zero where it matters (the
-end of the run, before run.json is written).
+The journal writes every event to the kernel before the run moves on, so a killed process loses
+nothing. Only a power cut needs the fsync, and an fsync costs ~0.2 ms on a typical disk: more
+than a whole trivial phase, and writes to the file stall while one is in flight. So a phase end
+*requests* an fsync and the run goes on; the syncer fsyncs at most every `interval_s` (20 ms),
+covering every request made so far, and at once for a caller that `wait()`s (the end of the
+run, before run.json is written). A power cut loses at most the last `interval_s` of finished
+phases, and nothing once the run is over.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
+
+DEFAULT_INTERVAL_S = 0.02
 
 
 class Syncer:
     """fsyncs one file descriptor on request, in a daemon thread, coalescing requests."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, interval_s: float = DEFAULT_INTERVAL_S) -> None:
         self._fd = fd
+        self._interval_s = interval_s
         self._cond = threading.Condition()
         self._requested = 0  # tickets handed out
         self._synced = 0  # every ticket up to this one is on disk
+        self._waiters = 0  # callers blocked in wait(): sync now, not at the next interval
         self._error: OSError | None = None
         self._closing = False
         self._thread = threading.Thread(target=self._loop, name="station-fsync", daemon=True)
@@ -32,15 +38,23 @@ class Syncer:
         with self._cond:
             self._raise_pending()
             self._requested += 1
-            self._cond.notify_all()
+            if self._requested == self._synced + 1:
+                # Idle until now: wake the syncer. Otherwise it is already timing its next fsync,
+                # and waking it per request would cost the run a thread switch per phase.
+                self._cond.notify_all()
             return self._requested
 
     def wait(self, ticket: int | None = None) -> None:
         """Block until `ticket` (default: every request so far) is on disk; raise its OSError."""
         with self._cond:
             target = self._requested if ticket is None else ticket
-            while self._synced < target and self._error is None:
-                self._cond.wait()
+            self._waiters += 1
+            self._cond.notify_all()
+            try:
+                while self._synced < target and self._error is None:
+                    self._cond.wait()
+            finally:
+                self._waiters -= 1
             self._raise_pending()
 
     def close(self) -> None:
@@ -59,12 +73,17 @@ class Syncer:
             raise error
 
     def _loop(self) -> None:
+        last_sync = 0.0
         while True:
             with self._cond:
-                while self._synced == self._requested and not self._closing:
-                    self._cond.wait()
-                if self._synced == self._requested:
-                    return
+                while True:
+                    pending = self._synced < self._requested
+                    if not pending and self._closing:
+                        return
+                    due = last_sync + self._interval_s - time.monotonic()
+                    if pending and (due <= 0 or self._waiters or self._closing):
+                        break
+                    self._cond.wait(due if pending else None)
                 target = self._requested
             try:
                 os.fsync(self._fd)  # releases the GIL: the run goes on meanwhile
@@ -74,6 +93,7 @@ class Syncer:
                     self._synced = target  # reported once, to the next caller
                     self._cond.notify_all()
                 continue
+            last_sync = time.monotonic()
             with self._cond:
                 self._synced = target
                 self._cond.notify_all()

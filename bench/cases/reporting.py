@@ -99,10 +99,10 @@ def drain_child(args: dict[str, Any]) -> dict[str, Any]:
             data_dir = Path(tmp) / f"runs{rep}"
             data_dir.mkdir()
             for _ in range(args["runs"]):
-                record = template.model_copy(update={"run_id": uuid.uuid4().hex})
+                record = template.replace(run_id=uuid.uuid4().hex)
                 run_dir = data_dir / run_dir_name(record)
                 run_dir.mkdir()
-                (run_dir / RUN_JSON).write_bytes(record.model_dump_json(indent=2).encode())
+                (run_dir / RUN_JSON).write_bytes(record.to_json(indent=2).encode())
             outbox = Outbox(data_dir, lambda: TofuPilotClient(args["url"], args["key"]))
             statuses: list[Any] = []
             started = time.perf_counter()

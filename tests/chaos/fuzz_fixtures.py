@@ -100,7 +100,7 @@ def assert_record_round_trips(run_dir: Path, record: RunRecord | None = None) ->
         assert [(p.name, p.outcome) for p in stored.phases] == [
             (p.name, p.outcome) for p in record.phases
         ]
-    again = RunRecord.model_validate_json(stored.model_dump_json())
+    again = RunRecord.from_json(stored.to_json())
     assert again == stored
     return stored
 
