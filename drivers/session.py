@@ -49,11 +49,13 @@ class Connection:
         session: Any = None,
         abort: Callable[[], None] | None = None,
         dispose: Callable[[], None] | None = None,
+        link: Any = None,
     ) -> None:
         self.inst = handle
         self._dispose = dispose or handle.close  # how to close the handle
         self.sock = sock  # the raw socket of a ::SOCKET session, else None
         self.session = session  # the pyvisa-py session (for its pending buffer), if reachable
+        self.link = link  # our own message I/O on `sock` (drivers/socket_io.SocketLink), if used
         self._abort = abort  # how to unblock a call in flight when there is no raw socket
         self.lock = threading.RLock()  # serialises I/O; held for a whole write+read
         self.applied_timeout_ms: int | None = None
