@@ -28,7 +28,6 @@ TITLE = "4. Reporting: v2 body of 10 phases x 100 meas, upload to the loopback e
 PROCEDURE_ID = "T1"  # linked to the emulator's first station key by default
 RUN_SHAPE = Shape(10, 100)
 TINY_SHAPE = Shape(2, 3)
-SCHEMA = REPO / "sim" / "data" / "run-create.schema.json"
 UPLOAD_BUDGET_MS = 50.0
 MIN_DRAIN_RATE = 200.0  # runs per second
 WARMUP = 2
@@ -45,15 +44,18 @@ def _record(root: Path, shape: Shape) -> Any:
 
 def upload_child(args: dict[str, Any]) -> dict[str, Any]:
     """Child: per repetition, build the body, validate it, upload it; times of each step."""
-    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
 
+    from sim.tofupilot.schema import run_schema_validator
     from station.tofupilot.client import TofuPilotClient
     from station.tofupilot.payload import build_run_body
 
-    validator = Draft202012Validator(
-        json.loads(SCHEMA.read_text(encoding="utf-8")),
-        format_checker=Draft202012Validator.FORMAT_CHECKER,
-    )
+    validator = run_schema_validator()  # the emulator's: the vendored schema, $refs inlined
+
+    def validate(body: dict[str, Any]) -> None:
+        for error in validator.iter_errors(body):
+            raise ValidationError(error.message)
+
     with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp:
         record = _record(Path(tmp), Shape.from_args(args))
     steps: dict[str, list[float]] = {"build": [], "validate": [], "upload": []}
@@ -63,7 +65,7 @@ def upload_child(args: dict[str, Any]) -> dict[str, Any]:
             t0 = time.perf_counter()
             body = build_run_body(record, client_run_ref=f"bench-{uuid.uuid4().hex}")
             t1 = time.perf_counter()
-            validator.validate(body)
+            validate(body)
             t2 = time.perf_counter()
             client.create_run(body)
             t3 = time.perf_counter()

@@ -1,9 +1,9 @@
 """A TofuPilot v2 emulator: the endpoints a station uses, over real HTTP on loopback.
 
 It exists so the reporter can be tested (and demonstrated) end to end without the SaaS: runs are
-validated against the vendored run-create schema, keys and procedure links are checked like the
-real service does, and faults (429, 5xx, hangs, a response lost after the run was stored) can be
-injected while it serves.
+validated against the vendored run-create schema (dereferenced and compiled once, `schema.py`),
+keys and procedure links are checked like the real service does, and faults (429, 5xx, hangs, a
+response lost after the run was stored) can be injected while it serves.
 
     with TofuPilotEmulator() as tp:
         httpx.post(f"{tp.url}/v2/runs", json=body, headers={"Authorization": f"Bearer {key}"})
@@ -17,6 +17,7 @@ like a presigned URL). Run `python -m sim.tofupilot --port 0` to serve it for a 
 
 from .emulator import TofuPilotEmulator
 from .faults import Faults
+from .schema import RunSchemaValidator, dereference, run_schema_validator
 from .state import (
     CODES,
     MAX_ISSUE_MESSAGE,
@@ -38,9 +39,12 @@ __all__ = [
     "ApiError",
     "Faults",
     "RequestLog",
+    "RunSchemaValidator",
     "StoredAttachment",
     "StoredRun",
     "TofuPilotEmulator",
     "default_keys",
+    "dereference",
     "load_run_schema",
+    "run_schema_validator",
 ]

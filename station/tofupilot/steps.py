@@ -2,8 +2,10 @@
 finalize it.
 
 Each step is saved in the run's upload state the moment it is done, so a retry resumes where the
-last attempt stopped. `timeout()` gives the next request's timeout (it raises when no time is
-left); `set_stage` words what the next request does, for hints.
+last attempt stopped; the one exception is a run without attachments, whose id is saved by the
+caller in the same write that marks it uploaded (nothing is sent in between). `timeout()` gives
+the next request's timeout (it raises when no time is left); `set_stage` words what the next
+request does, for hints.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from pathlib import Path
 from station.journal import RUN_JSON
 from station.record import RunRecord
 from station.tofupilot.client import ApiError, TofuPilotClient, TofuPilotError
-from station.tofupilot.policy import MAX_ATTACHMENT_RECREATES, _Park
-from station.tofupilot.upload_state import _State, save_state
+from station.tofupilot.policy import MAX_ATTACHMENT_RECREATES, MAX_FINALIZE_TRIES, _Park
+from station.tofupilot.upload_state import _Attachment, _State, save_state
 
 
 def create_run(
@@ -28,8 +30,12 @@ def create_run(
     *,
     timeout: Callable[[], float | None],
     set_stage: Callable[[str], None],
+    save: bool = True,
 ) -> None:
-    """Create the run on the server and record its id at once (`state.run_id` is None)."""
+    """Create the run on the server and record its id at once (`state.run_id` is None).
+
+    `save=False` leaves the write to the caller, for when nothing is sent before its next one.
+    """
     from station.tofupilot.payload import build_run_body
 
     try:
@@ -44,7 +50,8 @@ def create_run(
     timeout_s = timeout()
     state.run_id = client.create_run(body, timeout_s=timeout_s)
     state.last_error = None
-    save_state(run_dir, state)  # known from now on: never created again
+    if save:
+        save_state(run_dir, state)  # known from now on: never created again
 
 
 def upload_attachments(
@@ -54,9 +61,14 @@ def upload_attachments(
     *,
     timeout: Callable[[], float | None],
     set_stage: Callable[[str], None],
-) -> None:
-    """Each attachment's missing steps, for a run already created (`state.run_id` known)."""
+) -> TofuPilotError | None:
+    """Each attachment's missing steps, for a run already created (`state.run_id` known).
+
+    Returns the last finalize failure of this pass (finalize never fails the upload: the bytes
+    are there), or None.
+    """
     missing: list[str] = []
+    finalize_error: TofuPilotError | None = None
     for item in state.attachments:
         if item.uploaded and item.finalized is not None:
             continue
@@ -93,14 +105,10 @@ def upload_attachments(
             item.uploaded = True
             item.upload_url = None  # the grant is spent; no reason to keep it
             save_state(run_dir, state)
-        # Finalize: best effort, once. Retrying would mean re-creating (a duplicate).
-        set_stage(f"finalizing attachment {item.name!r}")
-        try:
-            client.finalize_attachment(item.id, timeout_s=timeout())
-            item.finalized, item.finalize_error = True, None
-        except TofuPilotError as exc:
-            item.finalized, item.finalize_error = False, str(exc)[:500]
-        save_state(run_dir, state)
+        if item.uploaded and item.finalized is None:
+            set_stage(f"finalizing attachment {item.name!r}")
+            finalize_error = _finalize(client, item, timeout()) or finalize_error
+            save_state(run_dir, state)
     if missing:
         raise _Park(
             {
@@ -113,3 +121,25 @@ def upload_attachments(
             f"{', '.join(missing)} are missing from {run_dir}: restore them and run "
             "'station upload --retry-parked'",
         )
+    return finalize_error
+
+
+def _finalize(
+    client: TofuPilotClient, item: _Attachment, timeout_s: float | None
+) -> TofuPilotError | None:
+    """Finalize an uploaded attachment: with its id only, so trying again never duplicates it.
+
+    A retryable failure leaves it to a later pass, up to MAX_FINALIZE_TRIES tries; after that,
+    or after a refusal (4xx), it is given up (`finalized` False): the dashboard then shows its
+    size and type as Unknown, the bytes are there all the same.
+    """
+    item.finalize_tries += 1
+    try:
+        client.finalize_attachment(item.id or "", timeout_s=timeout_s)
+    except TofuPilotError as exc:
+        item.finalize_error = str(exc)[:500]
+        if not exc.retryable or item.finalize_tries >= MAX_FINALIZE_TRIES:
+            item.finalized = False
+        return exc
+    item.finalized, item.finalize_error = True, None
+    return None

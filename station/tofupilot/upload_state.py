@@ -6,8 +6,10 @@ fsync, rename) at every step that matters:
 - `run_id` is written the moment the server returns it, before anything else, so a run whose id is
   known is never created again;
 - each attachment records its `id` (created), `uploaded` and `finalized`: a retry resumes where
-  the last attempt stopped. Finalize is best effort and never retried (re-creating an attachment
-  would duplicate it on the server);
+  the last attempt stopped. Finalize only needs the id, so a retryable finalize failure is tried
+  again on later passes (`finalize_tries`, up to `policy.MAX_FINALIZE_TRIES`), never by
+  re-creating the attachment (that would duplicate it on the server). A run whose only work left
+  is finalize is uploaded (`uploaded_at`: the run and its bytes are there);
 - `attempts`, `failures` (consecutive), `next_retry_at` (UTC, `Z`), `last_error`
   (kind, status, code, message: never the key), `parked` and `hint`.
 """
@@ -47,8 +49,9 @@ class _Attachment:
     id: str | None = None
     upload_url: str | None = None
     uploaded: bool = False
-    finalized: bool | None = None  # None: not tried yet; False: tried, failed, not retried
+    finalized: bool | None = None  # None: to do (tries left); False: given up; True: done
     finalize_error: str | None = None
+    finalize_tries: int = 0
     abandoned_ids: list[str] = field(default_factory=list)
 
 
@@ -74,6 +77,10 @@ class _State:
         items = [_Attachment(**a) for a in data.get("attachments", [])]
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**{**known, "attachments": items})
+
+    def finalize_pending(self) -> bool:
+        """Some attachment is uploaded and still to be finalized (tries left)."""
+        return any(a.uploaded and a.finalized is None and a.id for a in self.attachments)
 
     def to_bytes(self) -> bytes:
         return json.dumps(asdict(self), indent=2).encode()

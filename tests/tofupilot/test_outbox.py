@@ -17,11 +17,14 @@ import pytest
 from station.context import Dut
 from station.journal import Journal
 from station.runner import Runner
+from station.tofupilot import outbox as outbox_module
+from station.tofupilot import steps as steps_module
 from station.tofupilot.client import TofuPilotClient
 from station.tofupilot.outbox import (
     BACKOFF_S,
     BUSY,
     INTERRUPTED,
+    MAX_FINALIZE_TRIES,
     NOT_CONFIGURED,
     PARKED,
     QUEUED,
@@ -44,6 +47,14 @@ def measure(run, log):
 @phase
 def second(log):
     log.info("second phase")
+"""
+
+PLAIN_PROC = """
+from station import phase
+
+@phase
+def only(log):
+    log.info("no attachment")
 """
 
 
@@ -92,9 +103,9 @@ class Station:
     def data_dir(self) -> Path:
         return self.bench.root / "runs"
 
-    def record(self, serial: str = "SN-1", name: str = "T1") -> Path:
-        """Run PROC for real, journaled into data_dir, as procedure `name`."""
-        self.bench.write(PROC, name=name)
+    def record(self, serial: str = "SN-1", name: str = "T1", source: str = PROC) -> Path:
+        """Run `source` (PROC) for real, journaled into data_dir, as procedure `name`."""
+        self.bench.write(source, name=name)
         procedure = self.bench.load(name)
         runner = Runner(
             procedure,
@@ -328,17 +339,58 @@ def test_a_refused_upload_grant_gets_a_new_attachment(station, emulator):
     assert state(run_dir)["attachments"][0]["abandoned_ids"] == [empty.id]
 
 
-def test_finalize_is_best_effort_and_never_retried(station, emulator):
+FINALIZE = r"/api/v2/attachments/.*/finalize"
+
+
+def test_a_failed_finalize_is_retried_on_later_passes_and_never_re_creates(station, emulator):
     run_dir = station.record()
-    emulator.faults.plan(["500"], match="/finalize$")
+    emulator.faults.plan(["500", "429"], match="/finalize$")
+    with station.outbox() as outbox:
+        status = outbox.upload(run_dir)
+        # The run and its bytes are there: uploaded, with a finalize still to do.
+        assert status.state == UPLOADED and status.finalize_pending, status
+        item = state(run_dir)["attachments"][0]
+        assert item["uploaded"] and item["finalized"] is None and item["finalize_tries"] == 1
+        assert "500" in item["finalize_error"]
+        assert outbox.pending() == []  # nothing left that matters
+        (again,) = outbox.drain()  # a later pass: finalize only
+        assert again.state == UPLOADED and again.finalize_pending
+        assert again.last_error["status"] == 429
+        (done,) = outbox.drain()
+        assert done.state == UPLOADED and not done.finalize_pending
+        assert outbox.drain() == []
+    item = state(run_dir)["attachments"][0]
+    assert item["finalized"] is True and item["finalize_tries"] == 3 and not item["finalize_error"]
+    assert state(run_dir)["last_error"] is None
+    wait_for(lambda: count(emulator, "POST", FINALIZE) == 3)
+    assert count(emulator, "POST", FINALIZE) == 3
+    assert count(emulator, "POST", r"/api/v2/runs/.*/attachments") == 1
+    (run,) = emulator.runs.values()
+    (attachment,) = run.attachments
+    assert attachment.finalized and attachment.data == b"t,v\n0,1\n"
+
+
+def test_finalize_is_given_up_after_its_tries_or_a_refusal(station, emulator):
+    run_dir = station.record()
+    emulator.faults.plan(["503"] * 10, match="/finalize$")
     with station.outbox() as outbox:
         assert outbox.upload(run_dir).state == UPLOADED
-        item = state(run_dir)["attachments"][0]
-        assert item["uploaded"] and item["finalized"] is False and "500" in item["finalize_error"]
-        assert outbox.upload(run_dir, retry_parked=True).state == UPLOADED
-    wait_for(lambda: count(emulator, "POST", r"/api/v2/attachments/.*/finalize") == 1)
-    assert count(emulator, "POST", r"/api/v2/attachments/.*/finalize") == 1
-    assert len(next(iter(emulator.runs.values())).attachments) == 1
+        for _ in range(MAX_FINALIZE_TRIES + 2):
+            outbox.drain()
+        assert outbox.drain() == []
+    item = state(run_dir)["attachments"][0]
+    assert item["finalized"] is False and item["finalize_tries"] == MAX_FINALIZE_TRIES
+    assert count(emulator, "POST", FINALIZE) == MAX_FINALIZE_TRIES
+
+    emulator.faults.clear()
+    other = station.record(serial="SN-2")
+    emulator.faults.plan(["404"], match="/finalize$")
+    with station.outbox() as outbox:
+        status = outbox.upload(other)
+        assert status.state == UPLOADED and not status.finalize_pending
+        assert outbox.drain() == []
+    assert state(other)["attachments"][0]["finalized"] is False
+    assert len(emulator.runs) == 2
 
 
 def test_a_missing_attachment_file_uploads_the_run_and_parks_the_rest(station, emulator):
@@ -450,3 +502,69 @@ def test_a_journal_just_created_and_not_claimed_yet_is_not_recovered(station, em
         (run_dir / "upload.lock").write_text("4242\n")  # claimed by its process, which died
         assert [d for d, _ in outbox.recover_interrupted()] == [run_dir]
         assert outbox.upload(run_dir).state == UPLOADED
+
+
+def test_a_run_without_attachments_costs_one_durable_write(station, emulator, monkeypatch):
+    run_dir = station.record(source=PLAIN_PROC)
+    writes: list[dict] = []
+    real = outbox_module.save_state
+
+    def counting(run_dir, state):
+        writes.append({"run_id": state.run_id, "uploaded_at": state.uploaded_at})
+        real(run_dir, state)
+
+    monkeypatch.setattr(outbox_module, "save_state", counting)
+    monkeypatch.setattr(steps_module, "save_state", counting)
+    seen: dict[str, object] = {}
+
+    class Spy(TofuPilotClient):
+        def create_run(self, body, **kw):
+            seen["state_file"] = (run_dir / STATE_FILE).exists()
+            seen["ref"] = body["client_run_ref"]
+            return super().create_run(body, **kw)
+
+    with Outbox(station.data_dir, lambda: Spy(emulator.url, station.key)) as outbox:
+        assert outbox.upload(run_dir).state == UPLOADED
+    record = json.loads((run_dir / "run.json").read_text())
+    # The ref is derived from run.json (durable already), so nothing had to be written first.
+    assert seen == {"state_file": False, "ref": f"station-{record['run_id']}"}
+    (run,) = emulator.runs.values()
+    assert writes == [{"run_id": run.id, "uploaded_at": writes[0]["uploaded_at"]}]
+    saved = state(run_dir)
+    assert saved["run_id"] == run.id and saved["uploaded_at"] and saved["attempts"] == 1
+
+
+def test_a_process_dying_after_the_first_send_sends_the_same_ref_again(station, emulator):
+    run_dir = station.record(source=PLAIN_PROC)
+
+    class Died(BaseException):
+        pass
+
+    class DiesAfterSending(TofuPilotClient):
+        def create_run(self, body, **kw):
+            super().create_run(body, **kw)
+            raise Died  # the process ends before it writes anything
+
+    dying = Outbox(station.data_dir, lambda: DiesAfterSending(emulator.url, station.key))
+    with pytest.raises(Died):
+        dying.upload(run_dir)
+    dying.close()
+    assert not (run_dir / STATE_FILE).exists()
+    with station.outbox() as outbox:
+        status = outbox.upload(run_dir)
+    assert status.state == UPLOADED
+    (run,) = emulator.runs.values()
+    assert status.run_id == run.id == state(run_dir)["run_id"]
+    refs = [r.client_run_ref for r in emulator.requests_to("POST", "/api/v2/runs")]
+    assert len(refs) == 2 and len(set(refs)) == 1
+
+
+def test_a_retried_run_without_attachments_keeps_its_attempts(station, emulator):
+    run_dir = station.record(source=PLAIN_PROC)
+    emulator.faults.plan(["503"] * 3, match="POST /api/v2/runs$")
+    with station.outbox() as outbox:
+        assert outbox.upload(run_dir).state == QUEUED
+        assert state(run_dir)["attempts"] == 3
+        assert outbox.upload(run_dir).state == UPLOADED
+    saved = state(run_dir)
+    assert saved["attempts"] == 4 and saved["run_id"] == next(iter(emulator.runs))
