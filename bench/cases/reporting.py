@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cases.workloads import Shape, load_station_procedure
-from bench.child import REPO, ChildError, profile_text, run_child
+from bench.child import ChildError, profile_text, run_child
 from bench.report import CaseResult, Row, Stats, Target, fmt
 from bench.settings import Settings
 
