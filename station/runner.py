@@ -115,6 +115,9 @@ class Runner:
         )
         self.run = RunContext(procedure.id, self.record.run_id, self._attach, prompt)
         self.log = logging.getLogger(f"station.procedure.{procedure.id}")
+        # What phases may ask for by name, but `measurements` (made fresh for every attempt).
+        self._injectables = {**self._instruments, "log": self.log, "dut": self.dut, "run": self.run}
+        self._token = CancelToken()
         self._capture = LogCapture(self._procedure_dir, self._on_log)
 
     # -- public ---------------------------------------------------------------------------------
@@ -206,41 +209,38 @@ class Runner:
         self._current_phase = ph.name
         self._emit("phase_started", ph.name, attempt)
         started = utc_now()
-        token = CancelToken()
+        if self._token.cancelled:  # a token is reused until a phase is stopped under it
+            self._token = CancelToken()
+        token = self._token
         measurements = Measurements(ph.measurements, token)
-        available = {
-            **self._instruments,
-            "measurements": measurements,
-            "log": self.log,
-            "dut": self.dut,
-            "run": self.run,
+        kwargs = {
+            name: measurements if name == "measurements" else self._injectables[name]
+            for name in ph.params
         }
-        kwargs = {name: available[name] for name in ph.params}
         # Whichever comes first, the phase's own timeout or the run's, bounds this attempt.
         timeout_s = (
             ph.timeout_s
             if ph.timeout_s is not None
             else (self._teardown_timeout_s if teardown else None)
         )
-        deadline, timeout_reason = run_deadline, None
-        if run_deadline is not None:
-            timeout_reason = (
-                f"run timeout of {self.procedure.timeout_s:g} s reached during phase {ph.name!r}"
-            )
+        deadline, bound_by_run = run_deadline, run_deadline is not None
         if timeout_s is not None and (deadline is None or time.monotonic() + timeout_s <= deadline):
-            deadline = time.monotonic() + timeout_s
-            timeout_reason = f"phase {ph.name!r} timed out after {timeout_s:g} s"
+            deadline, bound_by_run = time.monotonic() + timeout_s, False
 
         if self._worker is None or self._worker.retired:
             self._worker = PhaseWorker()
         logs = self._capture.begin_phase(self._worker.thread_ident)
-        job = self._worker.submit(_call_phase(ph, available), kwargs, token)
+        job = self._worker.submit(_call_phase(ph, self._injectables, measurements), kwargs, token)
         status = self._wait(job, deadline, teardown)
         reason = None
+        if status == "abort":
+            reason = self._abort_reason
+        elif status == "timeout" and bound_by_run:
+            self._timeout_reason = f"run timeout of {self.procedure.timeout_s:g} s reached"
+            reason = f"{self._timeout_reason} during phase {ph.name!r}"
+        elif status == "timeout":
+            reason = f"phase {ph.name!r} timed out after {timeout_s:g} s"
         if status != "done":
-            reason = self._abort_reason if status == "abort" else timeout_reason
-            if status == "timeout" and timeout_reason.startswith("run timeout"):
-                self._timeout_reason = f"run timeout of {self.procedure.timeout_s:g} s reached"
             reason += self._stuck_on()
             self._worker.stop(job, reason, self._interrupt_io, self._cancel_grace_s)
         self._capture.end_phase()
@@ -418,12 +418,15 @@ class Runner:
             signal.signal(signum, handler)
 
 
-def _call_phase(ph: Phase, available: Mapping[str, Any]) -> Callable[..., Any]:
+def _call_phase(
+    ph: Phase, injectables: Mapping[str, Any], measurements: Measurements
+) -> Callable[..., Any]:
     """The callable the worker runs: run_if first (same thread, same timeout), then the phase."""
     if ph.run_if is None:
         return ph.func
 
     def call(**kwargs: Any) -> Any:
+        available = {**injectables, "measurements": measurements}
         if not ph.run_if(**{name: available[name] for name in ph.run_if_params}):
             return _RUN_IF_FALSE
         return ph.func(**kwargs)
