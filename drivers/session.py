@@ -8,6 +8,7 @@ instrument's OS lock (drivers/locking.py); it reconnects with backoff after a lo
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import socket
 import threading
@@ -112,7 +113,7 @@ class Connection:
             self._dispose()
 
 
-class SessionTransport:
+class SessionTransport(abc.ABC):
     """What every transport shares: one connection at a time, its lock, the instrument's OS
     lock, reconnect with backoff after a lost link, and `interrupt()`.
 
@@ -188,13 +189,15 @@ class SessionTransport:
             message, instrument=self.name, resource=self.resource, command=command, kind=kind
         )
 
+    @abc.abstractmethod
     def _connect(self) -> Connection:
-        raise NotImplementedError
+        """Open a new connection to the instrument, or raise InstrumentError."""
 
+    @abc.abstractmethod
     def _translate(
         self, conn: Connection, exc: Exception, command: str | None, what: str
     ) -> InstrumentError:
-        raise NotImplementedError
+        """Turn a backend exception during `what` into an InstrumentError."""
 
     def _connection(self) -> Connection:
         with self._state_lock:
@@ -263,6 +266,7 @@ class SessionTransport:
             KIND_LOST,
         )
 
+    @abc.abstractmethod
     def _apply_timeout(self, conn: Connection) -> None:
         """Give the session the current `timeout_ms` (connect() shortens it for *IDN?)."""
 
