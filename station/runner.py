@@ -16,12 +16,9 @@ The runner knows nothing about consoles or files: it reports to listeners (`stat
 from __future__ import annotations
 
 import logging
-import math
-import os
 import signal
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -29,7 +26,6 @@ from typing import Any
 
 from station.context import Dut, LogCapture, Measurements, RunContext
 from station.events import RunListener
-from station.limits import check
 from station.procedure import SKIP, Phase, Procedure
 from station.record import (
     AttachmentRecord,
@@ -40,15 +36,19 @@ from station.record import (
     PhaseOutcome,
     PhaseRecord,
     RunRecord,
-    ValidatorRecord,
     utc_now,
+)
+from station.recording import (
+    error_info,
+    measurement_records,
+    recordable_metadata,
+    safe_repr,
+    safe_str,
 )
 from station.worker import CancelToken, Job, PhaseCancelled, PhaseWorker
 
 DEFAULT_TEARDOWN_TIMEOUT_S = 30.0
 _POLL_S = 0.05  # how often the main thread looks up from a running phase for Ctrl-C
-_MAX_MESSAGE = 10_000
-_MAX_INT = 1 << 1000
 
 _RUN_OUTCOME_OF = {
     PhaseOutcome.ABORTED: Outcome.ABORTED,
@@ -198,7 +198,7 @@ class Runner:
             ended_at=now,
             docstring=ph.docstring,
             reason=reason,
-            measurements=_measurement_records(Measurements(ph.measurements)),
+            measurements=measurement_records(Measurements(ph.measurements)),
         )
         self.record.phases.append(rec)
         self._emit("phase_ended", rec)
@@ -246,7 +246,7 @@ class Runner:
         self._capture.end_phase()
         self._current_phase = None
 
-        measured = _measurement_records(measurements)
+        measured = measurement_records(measurements)
         outcome, error, reason = self._judge(job.result, job.error, status, reason, measured)
         return PhaseRecord(
             name=ph.name,
@@ -306,33 +306,17 @@ class Runner:
                     ErrorInfo(type="PhaseCancelled", message=str(error)),
                     str(error),
                 )
-            return PhaseOutcome.ERROR, self._error_info(error), None
+            return PhaseOutcome.ERROR, error_info(error, self._procedure_dir), None
         if result is _RUN_IF_FALSE:
             return PhaseOutcome.SKIP, None, "run_if returned false"
         if result is SKIP:
             return PhaseOutcome.SKIP, None, "the phase returned SKIP"
         if result is not None:
-            message = f"phase returned {_safe_repr(result)}; a phase returns None or station.SKIP"
+            message = f"phase returned {safe_repr(result)}; a phase returns None or station.SKIP"
             return PhaseOutcome.ERROR, ErrorInfo(type="InvalidReturn", message=message), None
         if any(m.outcome != "PASS" for m in measurements):
             return PhaseOutcome.FAIL, None, None
         return PhaseOutcome.PASS, None, None
-
-    def _error_info(self, error: BaseException) -> ErrorInfo:
-        frames = traceback.extract_tb(error.__traceback__)
-        ours = [f for f in frames if Path(f.filename).resolve().is_relative_to(self._procedure_dir)]
-        frame = ours[-1] if ours else (frames[-1] if frames else None)
-        try:
-            text = "".join(traceback.format_exception(error))
-        except BaseException:  # a __str__ that raises even KeyboardInterrupt must not end the run
-            text = None
-        return ErrorInfo(
-            type=type(error).__name__,
-            message=_safe_str(error),
-            traceback=text[-_MAX_MESSAGE:] if text else None,
-            source_file=_relative(frame.filename, self._procedure_dir) if frame else None,
-            line_number=frame.lineno if frame else None,
-        )
 
     # -- the run --------------------------------------------------------------------------------
 
@@ -363,12 +347,7 @@ class Runner:
             m.marginal for rec in final_attempts for m in rec.measurements
         )
         record.sub_units = list(self.dut.sub_units)
-        record.metadata.update(
-            {
-                k: _NON_FINITE_TEXT[str(v)] if isinstance(v, float) and not math.isfinite(v) else v
-                for k, v in self.run.metadata.items()
-            }
-        )
+        record.metadata.update(recordable_metadata(self.run.metadata))
         record.logs = self._capture.run_logs
         record.ended_at = utc_now()
         self._emit("run_ended", record)
@@ -397,7 +376,7 @@ class Runner:
             try:
                 getattr(listener, event)(*args)
             except Exception as exc:
-                listener.failures.append(f"{event}: {type(exc).__name__}: {_safe_str(exc)}")
+                listener.failures.append(f"{event}: {type(exc).__name__}: {safe_str(exc)}")
 
     # -- signals --------------------------------------------------------------------------------
 
@@ -434,34 +413,6 @@ def _call_phase(
     return call
 
 
-def _measurement_records(measurements: Measurements) -> list[MeasurementRecord]:
-    """Each declared measurement checked against its limits."""
-    records = []
-    for spec, value, is_set in measurements.items():
-        result = check(spec, value, is_set)
-        records.append(
-            MeasurementRecord(
-                name=spec.name,
-                outcome=result.outcome,
-                measured_value=_recordable(value) if is_set else None,
-                units=spec.unit,
-                description=spec.description,
-                marginal=result.marginal,
-                limits=spec.limits_text,
-                validators=[
-                    ValidatorRecord(
-                        operator=v.operator,
-                        expected_value=_recordable(v.expected),
-                        outcome=outcome,
-                        is_decisive=v.decisive,
-                    )
-                    for v, outcome in result.validator_outcomes
-                ],
-            )
-        )
-    return records
-
-
 def _final_attempts(phases: list[PhaseRecord]) -> list[PhaseRecord]:
     """The last attempt of each phase: earlier attempts were retried and do not decide."""
     last: dict[tuple[str, bool], PhaseRecord] = {}
@@ -476,48 +427,3 @@ def _reason_of(rec: PhaseRecord) -> str:
         return f"{rec.name} failed: {', '.join(failed)}"
     detail = rec.reason or (f"{rec.error.type}: {rec.error.message}" if rec.error else "")
     return f"phase {rec.name!r} ended {rec.outcome}: {detail}"
-
-
-def _safe_str(obj: object) -> str:
-    try:
-        text = str(obj)
-    except BaseException:  # the object is the procedure's: its __str__ may raise anything
-        text = f"<{type(obj).__name__}: str() raised>"
-    return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "... (truncated)"
-
-
-def _safe_repr(obj: object) -> str:
-    try:
-        text = repr(obj)
-    except BaseException:
-        text = f"<{type(obj).__name__}>"
-    return text[:200]
-
-
-_NON_FINITE_TEXT = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
-
-
-def _recordable(value: Any) -> Any:
-    """Values the record can hold: JSON scalars and lists of them; anything else as its repr."""
-    if isinstance(value, float):
-        # Limits were checked on the number; the record keeps non-finite values as text, so
-        # run.json is valid JSON and reads back equal (see station.record).
-        return value if math.isfinite(value) else _NON_FINITE_TEXT[str(value)]
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):  # beyond _MAX_INT, JSON readers (run.json) refuse the number
-        return value if -_MAX_INT < value < _MAX_INT else f"<int of {value.bit_length()} bits>"
-    if isinstance(value, str):
-        return value if len(value) <= _MAX_MESSAGE else value[:_MAX_MESSAGE] + "... (truncated)"
-    if isinstance(value, list | tuple) and all(
-        isinstance(v, bool | int | float | str) for v in value
-    ):
-        return [_recordable(v) for v in value]
-    return _safe_repr(value)
-
-
-def _relative(path: str, base: Path) -> str:
-    try:
-        return os.path.relpath(path, base).replace(os.sep, "/")
-    except ValueError:
-        return path
