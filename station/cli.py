@@ -239,6 +239,14 @@ def _run_and_upload(args, config, procedure, serial, console, outbox) -> int:
         from station.cli_upload import upload_after_run
 
         upload_after_run(outbox, journal.run_dir, config.tofupilot.api_key_env, console.say)
+    if journal.failures:
+        # The unit may have passed, but its record is incomplete: the line must not take this
+        # for a clean PASS. What the journal holds is recovered by `station upload`.
+        print(
+            f"station: the run ended {record.outcome.value} but its record is incomplete: exit 3",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     return EXIT_CODES[record.outcome.value]  # never depends on the upload
 
 

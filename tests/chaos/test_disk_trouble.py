@@ -154,6 +154,8 @@ def test_a_disk_that_fills_mid_run_keeps_the_run_going_and_never_leaves_half_a_r
         # The operator is told, in words, that the record is incomplete and what to do.
         assert "the record of this run could not be fully written" in seen.err, seen.err
         assert "No space left on device" in seen.err and "free some space" in seen.err
+        # A passing unit with an incomplete record is not a clean PASS for the line.
+        assert seen.code == 3 and "its record is incomplete: exit 3" in seen.err, seen.err
 
         run_dir = only_run_dir(mount)
         assert not (run_dir / RUN_JSON).exists(), "run.json can only be complete or absent"
