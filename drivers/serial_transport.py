@@ -41,25 +41,9 @@ class SerialTransport(SessionTransport):
     reads exactly N bytes instead, which is faster and exact when the reply length is known.
     """
 
-    def __init__(
-        self,
-        resource: str,
-        *,
-        name: str = "instrument",
-        timeout_ms: int = 3000,
-        open_timeout_ms: int = 2000,
-        read_termination: str = "\n",
-        write_termination: str = "\n",
-        baud_rate: int | None = None,
-        idle_ms: int = 50,
-        lock: bool = True,
-    ) -> None:
-        super().__init__(
-            resource, name=name, timeout_ms=timeout_ms, open_timeout_ms=open_timeout_ms, lock=lock
-        )
-        self.read_termination = read_termination
-        self.write_termination = write_termination
-        self.baud_rate = baud_rate or 9600
+    def __init__(self, resource: str, *, idle_ms: int = 50, **options: Any) -> None:
+        super().__init__(resource, **options)
+        self.baud_rate = self.baud_rate or 9600
         self.idle_ms = idle_ms
 
     @property

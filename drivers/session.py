@@ -124,12 +124,24 @@ class SessionTransport(abc.ABC):
     """
 
     def __init__(
-        self, resource: str, *, name: str, timeout_ms: int, open_timeout_ms: int, lock: bool
+        self,
+        resource: str,
+        *,
+        name: str = "instrument",
+        timeout_ms: int = 3000,
+        open_timeout_ms: int = 2000,
+        read_termination: str = "\n",
+        write_termination: str = "\n",
+        baud_rate: int | None = None,
+        lock: bool = True,
     ) -> None:
         self.resource = resource
         self.name = name
         self.timeout_ms = timeout_ms
         self.open_timeout_ms = open_timeout_ms
+        self.read_termination = read_termination
+        self.write_termination = write_termination
+        self.baud_rate = baud_rate
         self.lock_resource = lock
         self._conn: Connection | None = None
         self._state_lock = threading.Lock()  # guards the fields below; never held during I/O

@@ -54,25 +54,6 @@ class VisaTransport(SessionTransport):
     "no data yet"): there the messages go through our `SocketLink`, not pyvisa's read/write.
     """
 
-    def __init__(
-        self,
-        resource: str,
-        *,
-        name: str = "instrument",
-        timeout_ms: int = 3000,
-        open_timeout_ms: int = 2000,
-        read_termination: str = "\n",
-        write_termination: str = "\n",
-        baud_rate: int | None = None,
-        lock: bool = True,
-    ) -> None:
-        super().__init__(
-            resource, name=name, timeout_ms=timeout_ms, open_timeout_ms=open_timeout_ms, lock=lock
-        )
-        self.read_termination = read_termination
-        self.write_termination = write_termination
-        self.baud_rate = baud_rate
-
     # -- public API -------------------------------------------------------------------------
 
     def write(self, command: str) -> None:
