@@ -1,8 +1,8 @@
 """Instrument drivers, importable without the framework (station never needed here)."""
 
-from drivers.dmm import Dmm
 from drivers.errors import InstrumentError, UnknownDriverError
-from drivers.psu import PowerSupply
+from drivers.models.dmm import Dmm
+from drivers.models.psu import PowerSupply
 from drivers.registry import create_driver, driver_names
 
 __all__ = [

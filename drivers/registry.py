@@ -6,17 +6,17 @@ import importlib
 from typing import Any
 
 from drivers.errors import UnknownDriverError
-from drivers.scpi import ScpiInstrument
-from drivers.transport import open_transport
+from drivers.models.scpi import ScpiInstrument
+from drivers.transport.seam import open_transport
 
 # "module:Class" strings, so listing names imports no driver module.
 DRIVERS: dict[str, str] = {
-    "keithley-dmm6500": "drivers.dmm:KeithleyDMM6500",
-    "keysight-34461a": "drivers.dmm:Keysight34461A",
-    "keysight-34465a": "drivers.dmm:Keysight34465A",
-    "keysight-e36312a": "drivers.psu:KeysightE36312A",
-    "korad-ka3005p": "drivers.korad:KoradKA3005P",
-    "rigol-dp832": "drivers.psu:RigolDP832",
+    "keithley-dmm6500": "drivers.models.dmm:KeithleyDMM6500",
+    "keysight-34461a": "drivers.models.dmm:Keysight34461A",
+    "keysight-34465a": "drivers.models.dmm:Keysight34465A",
+    "keysight-e36312a": "drivers.models.psu:KeysightE36312A",
+    "korad-ka3005p": "drivers.models.korad:KoradKA3005P",
+    "rigol-dp832": "drivers.models.psu:RigolDP832",
 }
 
 

@@ -14,9 +14,9 @@ from typing import Any
 from sim.bench import Bench
 from sim.boards import BOARDS, make_board
 from sim.instruments import SIM_MODELS
-from sim.korad import SimKoradKA3005P
 from sim.pty_server import PtyServer
 from sim.server import FAULT_KINDS, TwinServer
+from sim.twins.korad import SimKoradKA3005P
 
 __all__ = ["SERIAL_MODELS", "SimBench", "Twin", "parse_wire_fault", "start_bench"]
 

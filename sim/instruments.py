@@ -6,11 +6,11 @@ all of them read and drive the shared `Bench`.
 
 from __future__ import annotations
 
-from sim.scpi import ScpiTwin
 from sim.twins.keithley_dmm import SimKeithleyDMM6500
 from sim.twins.keysight_dmm import DMM_FUNCTIONS, SimKeysight34461A, SimKeysight34465A
 from sim.twins.keysight_psu import SimKeysightE36312A
 from sim.twins.rigol_psu import SimRigolDP832
+from sim.twins.scpi import ScpiTwin
 
 __all__ = [
     "DMM_FUNCTIONS",

@@ -5,8 +5,8 @@ The public authoring API, and nothing else::
     from station import phase, measure, SKIP
 """
 
-from station.outcomes import Outcome, PhaseOutcome
-from station.procedure import SKIP, measure, phase
+from station.authoring.procedure import SKIP, measure, phase
+from station.records.outcomes import Outcome, PhaseOutcome
 
 __all__ = ["SKIP", "Outcome", "PhaseOutcome", "measure", "phase"]
 __version__ = "0.1.0"

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from station.config import load_config
-from station.context import Dut
-from station.journal import Journal
-from station.loader import load_procedure
-from station.record import RunRecord
-from station.runner import Runner
+from station.authoring.helpers import Dut
+from station.config.model import load_config
+from station.config.procedure_loader import load_procedure
+from station.engine.runner import Runner
+from station.records.model import RunRecord
+from station.storage.journal import Journal
 
 
 class Bench:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from station.config import (
+from station.config.model import (
     ConfigError,
     LimitOverride,
     StationConfig,

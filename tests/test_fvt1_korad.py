@@ -47,7 +47,7 @@ def run_fvt1(config: Path, serial: str) -> subprocess.CompletedProcess:
 
 
 def _has_no_upload() -> bool:
-    from station.cli import build_parser
+    from station.cli.main import build_parser
 
     return (
         "--no-upload" in build_parser()._subparsers._group_actions[0].choices["run"].format_help()

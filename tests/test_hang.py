@@ -10,9 +10,9 @@ import time
 import pytest
 
 import sim
-from station.context import Dut
-from station.instruments import InstrumentSet
-from station.runner import Runner
+from station.authoring.helpers import Dut
+from station.bench.instruments import InstrumentSet
+from station.engine.runner import Runner
 
 INSTRUMENTS = (
     "{dmm: {driver: keysight-34461a, resource: 'USB0::1::2::3::INSTR', timeout_ms: 30000}, "

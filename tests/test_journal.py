@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from station.journal import (
+from station.storage.journal import (
     JOURNAL,
     RUN_JSON,
     JournalError,

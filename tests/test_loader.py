@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from station.config import ConfigError
-from station.loader import ProcedureError
+from station.config.model import ConfigError
+from station.config.procedure_loader import ProcedureError
 
 INSTRUMENTS = (
     "{dmm: {driver: keysight-34461a, resource: 'TCPIP::127.0.0.1::1::SOCKET'}, "

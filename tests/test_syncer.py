@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from station.syncer import Syncer
+from station.storage.syncer import Syncer
 
 
 def test_wait_returns_once_every_request_is_synced(tmp_path, monkeypatch):

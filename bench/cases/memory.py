@@ -58,9 +58,9 @@ def _rss_mib() -> float:
 
 def peak_station(args: dict[str, Any]) -> dict[str, Any]:
     """Child: peak RSS before and after one run of the large procedure, with its run directory."""
-    from station.context import Dut
-    from station.journal import Journal
-    from station.runner import Runner
+    from station.authoring.helpers import Dut
+    from station.engine.runner import Runner
+    from station.storage.journal import Journal
 
     with tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp:
         procedure = load_station_procedure(Path(tmp), Shape.from_args(args))
@@ -88,9 +88,9 @@ def peak_openhtf(args: dict[str, Any]) -> dict[str, Any]:
 
 def soak_station(args: dict[str, Any]) -> dict[str, Any]:
     """Child: RSS after every `every` runs over `runs` consecutive runs in this process."""
-    from station.context import Dut
-    from station.journal import Journal
-    from station.runner import Runner
+    from station.authoring.helpers import Dut
+    from station.engine.runner import Runner
+    from station.storage.journal import Journal
 
     curve: list[tuple[int, float]] = []
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:

@@ -17,9 +17,9 @@ from bench.child import profile_text
 
 def run(args: dict[str, Any]) -> dict[str, Any]:
     """Seconds per `Runner.execute()`, `reps` times after `warmup` untimed runs."""
-    from station.context import Dut
-    from station.journal import Journal
-    from station.runner import Runner
+    from station.authoring.helpers import Dut
+    from station.engine.runner import Runner
+    from station.storage.journal import Journal
 
     shape = Shape.from_args(args)
     with tempfile.TemporaryDirectory(prefix="bench-station-") as tmp:

@@ -35,8 +35,8 @@ WARMUP = 2
 
 def _record(root: Path, shape: Shape) -> Any:
     """A finished RunRecord of the benchmark procedure (executed, not timed)."""
-    from station.context import Dut
-    from station.runner import Runner
+    from station.authoring.helpers import Dut
+    from station.engine.runner import Runner
 
     procedure = load_station_procedure(root, shape, PROCEDURE_ID)
     return Runner(procedure, Dut("SN-BENCH"), handle_signals=False).execute()
@@ -89,7 +89,7 @@ def upload_child(args: dict[str, Any]) -> dict[str, Any]:
 
 def drain_child(args: dict[str, Any]) -> dict[str, Any]:
     """Child: per repetition, queue `runs` recorded runs and time `Outbox(...).drain()`."""
-    from station.journal import RUN_JSON, run_dir_name
+    from station.storage.journal import RUN_JSON, run_dir_name
     from station.tofupilot.client import TofuPilotClient
     from station.tofupilot.outbox import Outbox
 

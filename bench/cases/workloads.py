@@ -75,8 +75,8 @@ _STATION_MODULE = """
 
 def load_station_procedure(root: Path, shape: Shape, procedure_id: str = "B") -> Any:
     """Write the procedure and a station.yaml under `root`, and load it like `station run`."""
-    from station.config import load_config
-    from station.loader import load_procedure
+    from station.config.model import load_config
+    from station.config.procedure_loader import load_procedure
 
     module = f"bench_{procedure_id.lower()}.py"
     source = _STATION_MODULE.format(

@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 
 from sim.bench import Bench
-from sim.scpi import DATA_TYPE_ERROR, Call, ScpiError, ScpiTwin, compile_header
 from sim.twins.common import DMM_MAX_RANGE, dmm_reading, nr3
+from sim.twins.scpi import DATA_TYPE_ERROR, Call, ScpiError, ScpiTwin, compile_header
 
 ILLEGAL_PARAMETER = (-224, "Illegal parameter value")
 # Function key -> the header node naming it, in `:SENS:FUNC "<node>"` and in `:SENS:<node>:...`.

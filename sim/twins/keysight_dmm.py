@@ -4,8 +4,8 @@ NR3 replies, `+0,"No error"`."""
 from __future__ import annotations
 
 from sim.bench import Bench
-from sim.scpi import Call, ScpiTwin
 from sim.twins.common import DMM_MAX_RANGE, dmm_reading, nr3
+from sim.twins.scpi import Call, ScpiTwin
 
 # Measurement functions: our short key -> the header node that selects it.
 DMM_FUNCTIONS = {

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 
 from sim.bench import PSU_CHANNELS, Bench
-from sim.scpi import DATA_OUT_OF_RANGE, DATA_TYPE_ERROR, Call, ScpiError, ScpiTwin
 from sim.twins.common import nr3
+from sim.twins.scpi import DATA_OUT_OF_RANGE, DATA_TYPE_ERROR, Call, ScpiError, ScpiTwin
 
 # Settable limits: a few percent over the 6 V/5 A and 25 V/1 A ratings, as on the real one.
 MAX_VOLTS = {1: 6.18, 2: 25.75, 3: 25.75}

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from sim.bench import PSU_CHANNELS, Bench
-from sim.scpi import DATA_OUT_OF_RANGE, DATA_TYPE_ERROR, Call, ScpiError, ScpiTwin
+from sim.twins.scpi import DATA_OUT_OF_RANGE, DATA_TYPE_ERROR, Call, ScpiError, ScpiTwin
 
 # DP832 settable limits per channel (Programming Guide table 2-1).
 PSU_MAX_VOLTS = {1: 32.0, 2: 32.0, 3: 5.3}

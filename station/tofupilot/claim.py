@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from station import faultpoints
-from station.events import RunListener
-from station.record import RunRecord
+from station.records.listener import RunListener
+from station.records.model import RunRecord
+from station.testing import faultpoints
 
 if TYPE_CHECKING:
     from station.tofupilot.outbox import Outbox

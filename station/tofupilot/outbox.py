@@ -38,8 +38,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from station.journal import JOURNAL, RUN_JSON, JournalError, read_record, recover
-from station.record import RunRecord
+from station.records.model import RunRecord
+from station.storage.journal import JOURNAL, RUN_JSON, JournalError, read_record, recover
 from station.tofupilot.claim import LOCK_FILE, RunClaim, claimed_before, try_claim
 from station.tofupilot.client import TofuPilotClient, TofuPilotError
 from station.tofupilot.policy import (

@@ -15,7 +15,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from station.record import (
+from station.records.model import (
     LogEntry,
     MeasurementRecord,
     PhaseRecord,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from station.record import RunRecord
+from station.records.model import RunRecord
 from station.tofupilot.client import ApiError, TofuPilotError, TransportError
 
 BACKOFF_S = (15.0, 30.0, 300.0, 900.0, 3600.0)

@@ -15,8 +15,8 @@ import mimetypes
 from collections.abc import Callable
 from pathlib import Path
 
-from station.journal import RUN_JSON
-from station.record import RunRecord
+from station.records.model import RunRecord
+from station.storage.journal import RUN_JSON
 from station.tofupilot.client import ApiError, TofuPilotClient, TofuPilotError
 from station.tofupilot.policy import MAX_ATTACHMENT_RECREATES, MAX_FINALIZE_TRIES, _Park
 from station.tofupilot.upload_state import _Attachment, _State, save_state

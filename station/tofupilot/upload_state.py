@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from station.journal import JOURNAL, RUN_JSON, write_atomic
-from station.record import RunRecord
+from station.records.model import RunRecord
+from station.storage.journal import JOURNAL, RUN_JSON, write_atomic
 
 STATE_FILE = "upload.json"
 STATE_VERSION = 1

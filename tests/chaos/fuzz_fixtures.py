@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
-from station.journal import JOURNAL, RUN_JSON, read_record
-from station.record import RunRecord
+from station.records.model import RunRecord
+from station.storage.journal import JOURNAL, RUN_JSON, read_record
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 import sim
-from station.config import load_config
-from station.context import Dut
-from station.instruments import InstrumentSet
-from station.loader import load_procedure
-from station.record import PhaseRecord, RunRecord
-from station.runner import Runner
+from station.authoring.helpers import Dut
+from station.bench.instruments import InstrumentSet
+from station.config.model import load_config
+from station.config.procedure_loader import load_procedure
+from station.engine.runner import Runner
+from station.records.model import PhaseRecord, RunRecord
 
 # The two benches: a SCPI supply on TCP, and a raw-serial supply on a pty. The DMM is on TCP.
 BENCHES = {

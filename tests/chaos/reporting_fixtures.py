@@ -24,11 +24,11 @@ from typing import Any
 import pytest
 
 from sim.tofupilot import TofuPilotEmulator
-from station.config import load_config
-from station.context import Dut
-from station.journal import JOURNAL, RUN_JSON, Journal, read_record
-from station.loader import load_procedure
-from station.runner import Runner
+from station.authoring.helpers import Dut
+from station.config.model import load_config
+from station.config.procedure_loader import load_procedure
+from station.engine.runner import Runner
+from station.storage.journal import JOURNAL, RUN_JSON, Journal, read_record
 from station.tofupilot.payload import build_run_body
 
 REPO = Path(__file__).resolve().parents[2]

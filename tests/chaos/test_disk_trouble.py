@@ -28,7 +28,7 @@ from fuzz_fixtures import (
     tmpfs,
 )
 
-from station.journal import RUN_JSON, check_writable, read_record, recover, write_atomic
+from station.storage.journal import RUN_JSON, check_writable, read_record, recover, write_atomic
 
 # Phase 1 passes; phase 2 fills the disk the runs are recorded on; phase 3 still measures and logs;
 # the teardown leaves a mark outside that disk, to prove it ran.

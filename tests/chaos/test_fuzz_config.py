@@ -27,7 +27,7 @@ from fuzz_fixtures import FUZZ, SOAK, soak_only, station_cli  # noqa: F401
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from station.config import ConfigError, StationConfig, load_config
+from station.config.model import ConfigError, StationConfig, load_config
 
 # A valid bench: every mutation below starts from here.
 VALID: dict[str, Any] = {

@@ -34,8 +34,8 @@ from fuzz_fixtures import (  # noqa: F401 - soak_only is a fixture
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from station.cli import main
-from station.record import RunRecord
+from station.cli.main import main
+from station.records.model import RunRecord
 
 # ------------------------------------------------------------------------------------------------
 # What a phase can raise. Each body raises on its LAST line: the record must point there.

@@ -40,7 +40,7 @@ from reporting_fixtures import (
     wait_for,
 )
 
-from station.journal import RUN_JSON
+from station.storage.journal import RUN_JSON
 
 pytestmark = pytest.mark.slow
 

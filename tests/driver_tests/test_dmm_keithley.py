@@ -7,7 +7,7 @@ import math
 import pytest
 
 from drivers import InstrumentError
-from drivers.dmm import KeithleyDMM6500
+from drivers.models.dmm import KeithleyDMM6500
 
 IDN = "KEITHLEY INSTRUMENTS,MODEL DMM6500,04592428,1.7.12b"
 NO_ERROR = (":SYST:ERR?", '0,"No error;0;1970/01/01 00:00:00.000"')

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from drivers import InstrumentError
-from drivers.dmm import Keysight34461A
+from drivers.models.dmm import Keysight34461A
 
 IDN = "Keysight Technologies,34461A,MY60012345,A.02.14-02.40-02.14-00.49-01-01"
 NO_ERROR = ("SYST:ERR?", '+0,"No error"')

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from drivers import InstrumentError
-from drivers.dmm import Dmm, DmmFunction, Keysight34461A, Keysight34465A
+from drivers.models.dmm import Dmm, DmmFunction, Keysight34461A, Keysight34465A
 
 IDN_34465A = "Keysight Technologies,34465A,MY59008389,A.03.01-03.15-03.01-00.52-03-02"
 NO_ERROR = ("SYST:ERR?", '+0,"No error"')

@@ -13,8 +13,8 @@ import serial
 
 from drivers import InstrumentError, create_driver
 from drivers.errors import KIND_NOT_APPLIED, KIND_TIMEOUT
-from drivers.korad import KoradKA3005P
-from drivers.serial_transport import SerialTransport
+from drivers.models.korad import KoradKA3005P
+from drivers.transport.serial_transport import SerialTransport
 
 IDN = b"KORAD KA3005P V5.8 SN:03379314"
 

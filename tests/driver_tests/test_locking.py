@@ -12,7 +12,7 @@ import pytest
 import sim
 from drivers import InstrumentError, create_driver
 from drivers.errors import KIND_IN_USE
-from drivers.locking import LOCK_DIR_ENV, acquire, canonical_resource, lock_path
+from drivers.transport.locking import LOCK_DIR_ENV, acquire, canonical_resource, lock_path
 
 HOLDER = textwrap.dedent(
     """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from drivers import InstrumentError
-from drivers.psu import KeysightE36312A, PowerSupply
+from drivers.models.psu import KeysightE36312A, PowerSupply
 
 IDN = "Keysight Technologies,E36312A,MY59002391,2.1.0-1.0.4-1.12"
 APPLIED = [("*OPC?", "1"), ("SYST:ERR?", '+0,"No error"')]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.psu import Rating, RigolDP832
+from drivers.models.psu import Rating, RigolDP832
 
 APPLIED = [("*OPC?", "1"), (":SYST:ERR?", '0,"No error"')]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from drivers import InstrumentError
-from drivers.psu import RigolDP832
+from drivers.models.psu import RigolDP832
 
 APPLIED = [("*OPC?", "1"), (":SYST:ERR?", '0,"No error"')]
 

@@ -8,11 +8,11 @@ import sys
 import pytest
 
 from drivers import InstrumentError, UnknownDriverError, create_driver, driver_names
-from drivers.dmm import Keysight34461A
-from drivers.psu import RigolDP832
+from drivers.models.dmm import Keysight34461A
+from drivers.models.psu import RigolDP832
 from drivers.registry import get_driver_class
-from drivers.transport import open_transport
-from drivers.visa_transport import VisaTransport
+from drivers.transport.seam import open_transport
+from drivers.transport.visa_transport import VisaTransport
 
 
 def test_driver_names_and_classes():

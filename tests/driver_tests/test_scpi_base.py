@@ -7,7 +7,7 @@ import math
 import pytest
 
 from drivers import InstrumentError
-from drivers.scpi import ScpiInstrument
+from drivers.models.scpi import ScpiInstrument
 
 
 def test_check_errors_reads_the_whole_queue_and_reports_every_entry(scripted):

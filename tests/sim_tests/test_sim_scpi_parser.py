@@ -7,7 +7,7 @@ import pytest
 from sim.bench import Bench
 from sim.boards.pcba01 import Pcba01
 from sim.instruments import SimKeysight34461A, SimRigolDP832
-from sim.scpi import compile_header, split_message
+from sim.twins.scpi import compile_header, split_message
 
 
 @pytest.fixture

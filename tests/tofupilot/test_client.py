@@ -244,7 +244,7 @@ def test_the_key_never_appears_in_errors_or_reprs(emulator):
 
 @pytest.fixture
 def tp_config(tmp_path, emulator):
-    from station.config import load_config
+    from station.config.model import load_config
 
     (tmp_path / "station.yaml").write_text(
         "station: {name: Demo bench}\n"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from station.context import Dut
-from station.journal import Journal
-from station.runner import Runner
+from station.authoring.helpers import Dut
+from station.engine.runner import Runner
+from station.storage.journal import Journal
 from station.tofupilot import outbox as outbox_module
 from station.tofupilot import steps as steps_module
 from station.tofupilot.client import TofuPilotClient

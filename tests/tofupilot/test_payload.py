@@ -9,8 +9,8 @@ from datetime import datetime
 
 import pytest
 
-from station.journal import read_record
-from station.record import RunRecord
+from station.records.model import RunRecord
+from station.storage.journal import read_record
 from station.tofupilot.payload import MAX_METADATA_KEYS, build_run_body
 
 Z_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")

@@ -295,7 +295,7 @@ def test_two_concurrent_uploads_send_each_run_once(site, emulator):
 
 def test_station_help_does_not_import_httpx():
     code = (
-        "import sys; from station.cli import build_parser; build_parser();"
+        "import sys; from station.cli.main import build_parser; build_parser();"
         "print(sorted(m for m in ('httpx', 'pydantic') if m in sys.modules))"
     )
     result = subprocess.run(

@@ -1,0 +1,213 @@
+"""Phases and procedures: the `@phase` and `@measure` decorators and the objects they build.
+
+A phase is a plain function. `@measure` attaches measurement specs to it, `@phase` wraps it in a
+`Phase` carrying its options. Decorators only record; they never touch instruments or the run,
+so importing a procedure module has no side effects. Order of decorators does not matter.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from station.authoring.limits import LimitError, MeasurementSpec
+
+_SPECS_ATTR = "__station_measurements__"
+
+# What a phase can ask for besides instruments (see station.context).
+HELPER_NAMES = ("measurements", "log", "dut", "run")
+
+
+class _Skip:
+    """Return `station.SKIP` from a phase to record it as skipped."""
+
+    _instance: _Skip | None = None
+
+    def __new__(cls) -> _Skip:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "station.SKIP"
+
+
+SKIP = _Skip()
+
+
+@dataclass(eq=False)
+class Phase:
+    """One step of a procedure: the function plus how to run it."""
+
+    func: Callable[..., Any]
+    name: str
+    timeout_s: float | None = None
+    retries: int = 0
+    run_if: Callable[..., Any] | None = None
+    teardown: bool = False
+    measurements: tuple[MeasurementSpec, ...] = ()
+    params: tuple[str, ...] = field(init=False)  # parameters to inject, by name
+    run_if_params: tuple[str, ...] = field(init=False)
+    docstring: str | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.params = _injectable_params(self.func)
+        self.run_if_params = _injectable_params(self.run_if) if self.run_if else ()
+        self.docstring = inspect.getdoc(self.func)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the phase function directly (handy in a unit test with fake instruments)."""
+        return self.func(*args, **kwargs)
+
+    @property
+    def source_file(self) -> str:
+        return self.func.__code__.co_filename
+
+    @property
+    def line(self) -> int:
+        return self.func.__code__.co_firstlineno
+
+    def spec(self, name: str) -> MeasurementSpec | None:
+        return next((spec for spec in self.measurements if spec.name == name), None)
+
+    def __repr__(self) -> str:
+        return f"<Phase {self.name} at {self.source_file}:{self.line}>"
+
+
+def _injectable_params(func: Callable[..., Any]) -> tuple[str, ...]:
+    """Names the runner must supply: every parameter without a default."""
+    names = []
+    for param in inspect.signature(func).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            code = getattr(func, "__code__", None)
+            where = f"{code.co_filename}:{code.co_firstlineno}: " if code else ""
+            raise TypeError(
+                f"{where}phase {func.__name__!r} takes *{param.name}: phases receive "
+                "instruments and helpers by name, so list each one as a parameter"
+            )
+        if param.default is param.empty:
+            names.append(param.name)
+    return tuple(names)
+
+
+def phase(
+    func: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    timeout_s: float | None = None,
+    retries: int = 0,
+    run_if: Callable[..., Any] | None = None,
+    teardown: bool = False,
+) -> Any:
+    """Mark a function as a phase. Use bare (`@phase`) or with options (`@phase(timeout_s=10)`).
+
+    timeout_s: the phase is stopped and recorded TIMEOUT when it runs longer.
+    retries: a FAIL or ERROR attempt is run again up to this many more times; the last one decides.
+    run_if: a callable taking injected parameters by name (e.g. `lambda dut: ...`); the phase is
+        recorded SKIP when it returns false.
+    teardown: run after the main phases, always, even after an error, a timeout or Ctrl-C.
+    """
+    if timeout_s is not None and (not isinstance(timeout_s, int | float) or timeout_s <= 0):
+        raise ValueError(
+            f"@phase timeout_s must be a positive number of seconds, got {timeout_s!r}"
+        )
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise ValueError(f"@phase retries must be a whole number >= 0, got {retries!r}")
+    if run_if is not None and not callable(run_if):
+        raise ValueError(f"@phase run_if must be callable, got {run_if!r}")
+
+    def wrap(target: Callable[..., Any] | Phase) -> Phase:
+        if isinstance(target, Phase):  # @phase applied twice: the outer options win
+            specs, target = target.measurements, target.func
+        else:
+            specs = tuple(getattr(target, _SPECS_ATTR, ()))
+        return Phase(
+            func=target,
+            name=name or target.__name__,
+            timeout_s=timeout_s,
+            retries=retries,
+            run_if=run_if,
+            teardown=teardown,
+            measurements=specs,
+        )
+
+    return wrap(func) if func is not None else wrap
+
+
+def measure(
+    name: str,
+    *,
+    unit: str | None = None,
+    low: float | None = None,
+    high: float | None = None,
+    equals: Any = None,
+    matches: str | None = None,
+    one_of: list[Any] | tuple[Any, ...] | None = None,
+    marginal: tuple[float, float] | None = None,
+    description: str | None = None,
+) -> Callable[[Any], Any]:
+    """Declare a measurement of the phase. Limits are inclusive; `marginal` never fails a run."""
+    try:
+        spec = MeasurementSpec(
+            name=name,
+            unit=unit,
+            description=description,
+            low=low,
+            high=high,
+            equals=equals,
+            matches=matches,
+            one_of=tuple(one_of) if one_of is not None else None,
+            marginal=tuple(marginal) if marginal is not None else None,
+        )
+    except LimitError as exc:
+        raise LimitError(f"@measure: {exc}") from None
+
+    def add(target: Any) -> Any:
+        existing = (
+            target.measurements if isinstance(target, Phase) else getattr(target, _SPECS_ATTR, ())
+        )
+        if any(other.name == name for other in existing):
+            where = getattr(getattr(target, "func", target), "__name__", "?")
+            raise LimitError(f"@measure: measurement {name!r} is declared twice on phase {where!r}")
+        # Decorators apply bottom-up; prepend so the record lists measurements top-down.
+        specs = (spec, *existing)
+        if isinstance(target, Phase):
+            target.measurements = specs
+        else:
+            setattr(target, _SPECS_ATTR, specs)
+        return target
+
+    return add
+
+
+@dataclass
+class Procedure:
+    """A loaded procedure module: its ordered phases and its settings."""
+
+    id: str
+    phases: list[Phase]  # main phases, in run order
+    teardown: list[Phase]
+    module_name: str
+    source_file: str
+    docstring: str | None = None
+    version: str | None = None
+    stop_on_fail: bool = False
+    timeout_s: float | None = None
+    part_number: str | None = None
+    revision: str | None = None
+    batch_number: str | None = None
+
+    @property
+    def all_phases(self) -> list[Phase]:
+        return [*self.phases, *self.teardown]
+
+    @property
+    def instrument_names(self) -> set[str]:
+        """Parameters that are not helpers, i.e. the instruments this procedure touches."""
+        used = set()
+        for ph in self.all_phases:
+            used.update(ph.params)
+            used.update(ph.run_if_params)
+        return used - set(HELPER_NAMES)

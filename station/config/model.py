@@ -1,0 +1,451 @@
+"""station.yaml: the typed model of a bench, and a loader whose errors point at file:line.
+
+`load_config(path)` reads the YAML with a loader that remembers where every key was written,
+expands `${VAR}` from the environment, validates with pydantic, and turns every problem into one
+`ConfigError` whose lines read like compiler errors::
+
+    station.yaml:7: instruments.dmm.drivr: unknown key 'drivr' (did you mean 'driver'?)
+    station.yaml:9: procedures.FVT1.timeout_s: must be greater than 0 (got -5)
+
+The operator at the bench sees that message and nothing else, so it never contains pydantic
+internals or links, and never echoes anything that looks like a secret.
+"""
+
+from __future__ import annotations
+
+import keyword
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from station.config.errors import (
+    ConfigError,
+    Loc,
+    dotted_name,
+    make_error,
+    show_value,
+    top_level_problem,
+    translate_errors,
+)
+from station.config.yaml_source import ENV_NAME, YamlReader
+
+__all__ = [
+    "ConfigError",
+    "InstrumentConfig",
+    "LimitOverride",
+    "ProcedureConfig",
+    "SimConfig",
+    "StationConfig",
+    "StationInfo",
+    "TofuPilotConfig",
+    "find_config_path",
+    "load_config",
+]
+
+CONFIG_ENV_VAR = "STATION_CONFIG"
+DEFAULT_CONFIG_NAME = "station.yaml"
+
+#: Helper names injected into phase functions; an instrument may not shadow them.
+RESERVED_NAMES = frozenset({"measurements", "log", "dut", "run"})
+
+# --------------------------------------------------------------------------------------------
+# Field checks shared by the models. They raise ValueError with a message written for operators;
+# the loader turns it into a located line.
+
+
+def _no_bool(value: Any) -> Any:
+    # pydantic's lax mode turns `true` into 1; `timeout_ms: yes` is a mistake, not 1 ms.
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, not {str(value).lower()}")
+    return value
+
+
+def _check_instrument_name(name: str) -> str:
+    if name in RESERVED_NAMES:
+        raise ValueError(
+            f"'{name}' is reserved: phases receive the helpers "
+            f"{', '.join(sorted(RESERVED_NAMES))} under those names, so an instrument called "
+            f"'{name}' could never be injected; choose another name"
+        )
+    if not name.isidentifier() or keyword.iskeyword(name):
+        better = re.sub(r"\W", "_", name)
+        if not better.isidentifier() or keyword.iskeyword(better):
+            better = f"{better}_1" if keyword.iskeyword(better) else f"i_{better}"
+        raise ValueError(
+            f"'{name}' is not a valid instrument name: phases receive instruments as parameters "
+            f"by name, so it must be a Python identifier (letters, digits and '_', not starting "
+            f"with a digit, not a keyword), e.g. '{better}'"
+        )
+    return name
+
+
+def _check_procedure_name(name: str) -> str:
+    if not name.strip():
+        raise ValueError("procedure name must not be empty")
+    if re.search(r"[\s/]", name):
+        raise ValueError(
+            f"procedure name {name!r} must not contain whitespace or '/' "
+            f"(it is typed on the command line and used in run directory names)"
+        )
+    return name
+
+
+def _check_limit_key(name: str) -> str:
+    if not name.strip():
+        raise ValueError("measurement name must not be empty")
+    return name
+
+
+def _no_nan(value: float) -> float:
+    # NaN compares false with everything: a limit of .nan would fail every unit, silently.
+    if value != value:
+        raise ValueError("must be a number, not .nan")
+    return value
+
+
+def _check_scalar(value: Any) -> Any:
+    if value is not None and not isinstance(value, (bool, int, float, str)):
+        raise ValueError(f"must be a number, a string or true/false (got {show_value(value)})")
+    return _no_nan(value) if isinstance(value, float) else value
+
+
+def _check_scalar_list(value: Any) -> Any:
+    if value is None:
+        return value
+    if not isinstance(value, list):
+        raise ValueError(f"must be a list of allowed values (got {show_value(value)})")
+    for item in value:
+        if item is None or not isinstance(item, (bool, int, float, str)):
+            raise ValueError(
+                f"must be a list of numbers, strings or true/false (found {show_value(item)})"
+            )
+    return value
+
+
+_NonBoolInt = Annotated[int, BeforeValidator(_no_bool)]
+_NonBoolFloat = Annotated[float, BeforeValidator(_no_bool), AfterValidator(_no_nan)]
+_Scalar = Annotated[float | int | str | bool | None, BeforeValidator(_check_scalar)]
+InstrumentName = Annotated[str, AfterValidator(_check_instrument_name)]
+ProcedureName = Annotated[str, AfterValidator(_check_procedure_name)]
+MeasurementKey = Annotated[str, AfterValidator(_check_limit_key)]
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+
+
+class InstrumentConfig(BaseModel):
+    """One instrument: which driver talks to it and where it is connected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    driver: str = Field(min_length=1)
+    resource: str = Field(min_length=1)
+    timeout_ms: _NonBoolInt = Field(default=3000, gt=0, le=3_600_000)  # an hour at most
+    baud_rate: _NonBoolInt | None = Field(default=None, gt=0)
+    read_termination: str | None = None
+    write_termination: str | None = None
+
+
+class LimitOverride(BaseModel):
+    """Replaces limits of one measurement declared by a procedure's `@measure`.
+
+    Only the fields given replace the procedure's own; the rest keep their declared values.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    low: _NonBoolFloat | None = None
+    high: _NonBoolFloat | None = None
+    equals: _Scalar = None
+    matches: str | None = None
+    one_of: Annotated[
+        list[float | int | str | bool] | None, BeforeValidator(_check_scalar_list)
+    ] = None
+    marginal: tuple[_NonBoolFloat, _NonBoolFloat] | None = None
+    unit: str | None = None
+    description: str | None = None
+
+    @field_validator("matches")
+    @classmethod
+    def _regex_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"is not a valid regular expression: {exc}") from None
+        return value
+
+    @field_validator("marginal")
+    @classmethod
+    def _marginal_ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and value[0] > value[1]:
+            raise ValueError(f"must be [low, high] with low <= high (got [{value[0]}, {value[1]}])")
+        return value
+
+    @model_validator(mode="after")
+    def _range_ordered(self) -> LimitOverride:
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise ValueError(f"low ({self.low}) is greater than high ({self.high})")
+        return self
+
+
+class ProcedureConfig(BaseModel):
+    """A procedure this station may run, with its product identity and limit overrides."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    module: str
+    part_number: str | None = None
+    revision: str | None = None
+    batch_number: str | None = None
+    timeout_s: _NonBoolFloat | None = Field(default=None, gt=0)
+    stop_on_fail: bool | None = None
+    limits: dict[MeasurementKey, LimitOverride] = Field(default_factory=dict)
+
+    @field_validator("module")
+    @classmethod
+    def _module_is_importable_name(cls, value: str) -> str:
+        value = value.strip()
+        if value.endswith(".py"):
+            return value
+        if not value or not all(part.isidentifier() for part in value.split(".")):
+            raise ValueError(
+                f"{value!r} is neither a dotted module path (e.g. procedures.fvt1) "
+                f"nor a path to a file ending in .py"
+            )
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_limits(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "limits" in data and data["limits"] is None:
+            data = {**data, "limits": {}}
+        return data
+
+
+class TofuPilotConfig(BaseModel):
+    """Where runs are reported, and which environment variable holds the station API key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = "https://www.tofupilot.app/api"
+    api_key_env: str = "TOFUPILOT_API_KEY"
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip()
+        if not re.match(r"https?://[^/\s]+", value):
+            raise ValueError(f"must be an http:// or https:// URL (got {value!r})")
+        return value.rstrip("/")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        if not ENV_NAME.fullmatch(value):
+            # Deliberately not echoed: the usual reason is a pasted API key.
+            raise ValueError(
+                "must be the NAME of the environment variable that holds the API key "
+                "(e.g. TOFUPILOT_API_KEY), not the key itself; the key never goes in this file"
+            )
+        return value
+
+
+class StationInfo(BaseModel):
+    """Identity of this bench."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+
+
+class SimConfig(BaseModel):
+    """What `--sim` simulates: the DUT model, an optional fault mode and the noise seed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    board: str = "pcba01"
+    fault: str | None = None
+    seed: _NonBoolInt = 0
+
+
+class StationConfig(BaseModel):
+    """The whole station.yaml.
+
+    `load_config` also records where the file is (`path`, `base_dir`, `data_path`) and where each
+    key was written (`line_of`), so checks made later by the framework can report problems with
+    the same `file:line: field:` precision (`error`).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    station: StationInfo
+    tofupilot: TofuPilotConfig = Field(default_factory=TofuPilotConfig)
+    data_dir: Path = Path("runs")
+    instruments: dict[InstrumentName, InstrumentConfig] = Field(default_factory=dict)
+    procedures: dict[ProcedureName, ProcedureConfig]
+    sim: SimConfig = Field(default_factory=SimConfig)
+
+    _path: Path | None = PrivateAttr(default=None)
+    _display: str | None = PrivateAttr(default=None)
+    _lines: dict[Loc, int] = PrivateAttr(default_factory=dict)
+    _dotted: dict[str, Loc] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        # `sim:` with everything below it commented out means "defaults", not "invalid".
+        if isinstance(data, dict):
+            empty = [
+                k for k in ("tofupilot", "instruments", "sim") if k in data and data[k] is None
+            ]
+            if empty:
+                data = {**data, **{k: {} for k in empty}}
+        return data
+
+    @field_validator("procedures")
+    @classmethod
+    def _at_least_one(cls, value: dict[str, ProcedureConfig]) -> dict[str, ProcedureConfig]:
+        if not value:
+            raise ValueError("at least one procedure is required (e.g. FVT1: {module: ...})")
+        return value
+
+    @property
+    def path(self) -> Path | None:
+        """Absolute path of the file this was loaded from (None if built in code)."""
+        return self._path
+
+    @property
+    def base_dir(self) -> Path:
+        """Directory holding station.yaml: relative paths and procedure modules resolve here."""
+        return self._path.parent if self._path is not None else Path.cwd()
+
+    @property
+    def data_path(self) -> Path:
+        """`data_dir` as an absolute path, relative to `base_dir` unless already absolute."""
+        data_dir = self.data_dir.expanduser()
+        return data_dir if data_dir.is_absolute() else self.base_dir / data_dir
+
+    def line_of(self, dotted: str | Loc) -> int | None:
+        """1-based line where a key was written, e.g. `line_of("instruments.dmm.driver")`.
+
+        Keys that contain dots (limit names like `power_up.rail_3v3`) are found too; pass a tuple
+        of keys to be unambiguous. None if the key is not in the file (a default was used).
+        """
+        loc = self._resolve(dotted)
+        return None if loc is None else self._lines.get(loc)
+
+    def error(self, dotted: str | Loc, message: str) -> ConfigError:
+        """A ConfigError located at a key, for checks the framework makes after loading.
+
+        For example `config.error("instruments.dmm.driver", "unknown driver 'x'")`. If the key
+        is not in the file, the nearest enclosing key that is gives the line.
+        """
+        loc = self._resolve(dotted)
+        field = dotted if isinstance(dotted, str) else dotted_name(dotted)
+        line = None
+        if loc is not None:
+            for depth in range(len(loc), -1, -1):
+                line = self._lines.get(loc[:depth])
+                if line is not None:
+                    break
+        file = Path(self._display) if self._display is not None else None
+        return make_error(self._display, file, [(line, field, message)])
+
+    def _resolve(self, dotted: str | Loc) -> Loc | None:
+        if isinstance(dotted, tuple):
+            return dotted
+        if dotted in self._dotted:
+            return self._dotted[dotted]
+        return tuple(dotted.split(".")) if dotted else ()
+
+
+# --------------------------------------------------------------------------------------------
+# Finding and loading
+
+
+def find_config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The config file to use: `explicit` (--config), else $STATION_CONFIG, else ./station.yaml.
+
+    Raises ConfigError saying where it looked and how to point at a file if it does not exist.
+    """
+    if explicit is not None and str(explicit) != "":
+        path, source = Path(explicit), "--config"
+    elif os.environ.get(CONFIG_ENV_VAR):
+        path, source = Path(os.environ[CONFIG_ENV_VAR]), f"${CONFIG_ENV_VAR}"
+    else:
+        path, source = Path(DEFAULT_CONFIG_NAME), None
+    if path.is_file():
+        return path
+    if source is None:
+        raise ConfigError(
+            f"no {DEFAULT_CONFIG_NAME} in the current directory ({Path.cwd()}); "
+            f"pass --config PATH or set {CONFIG_ENV_VAR}=PATH to point at a station config",
+            path=path,
+        )
+    what = "is a directory, not a file" if path.is_dir() else "does not exist"
+    raise ConfigError(
+        f"config file {path} (from {source}) {what}; "
+        f"pass --config PATH or set {CONFIG_ENV_VAR}=PATH to point at a station config",
+        path=path,
+    )
+
+
+def load_config(path: str | os.PathLike[str]) -> StationConfig:
+    """Read, expand and validate a station.yaml; raise ConfigError listing every problem."""
+    display = os.fspath(path)
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{display}: config file does not exist", path=file) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{display}: is a directory, not a config file", path=file) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{display}: not a UTF-8 text file ({exc.reason} at byte {exc.start})", path=file
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{display}: cannot read: {exc.strerror}", path=file) from None
+
+    reader = YamlReader(text, display, file)
+    data = reader.read()
+    issues = list(reader.issues)
+    if not isinstance(data, dict):
+        line = None if data is None else reader.root_line
+        raise ConfigError(top_level_problem(display, data, reader.root_line), path=file, line=line)
+
+    try:
+        config = StationConfig.model_validate(data)
+    except ValidationError as exc:
+        config = None
+        taken = [loc for _, loc, _ in issues]
+        key_env = TofuPilotConfig.model_fields["api_key_env"].default
+        found = translate_errors(exc, data, reader.lines, reader.raw, StationConfig, key_env)
+        for issue in found:
+            # A key already reported while reading (unset ${VAR}, duplicate) would only repeat.
+            if not any(issue[1][: len(t)] == t for t in taken):
+                issues.append(issue)
+    if issues or config is None:
+        rows = [(line, dotted_name(loc), msg) for line, loc, msg in issues]
+        raise make_error(display, file, rows)
+
+    config._path = file.resolve()
+    config._display = display
+    config._lines = reader.lines
+    config._dotted = {dotted_name(loc): loc for loc in reversed(list(reader.lines))}
+    return config

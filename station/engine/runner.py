@@ -1,0 +1,430 @@
+"""Runs a procedure: injection, limit checks, retries, timeouts, teardown, abort, outcomes.
+
+The rules (DESIGN.md §3):
+- a measurement outside its decisive limits, or never set (UNSET), fails its phase;
+- an exception makes the phase ERROR; running past its time makes it TIMEOUT;
+- `retries=N` re-runs a FAIL or ERROR attempt up to N more times; every attempt is recorded and
+  the last one decides;
+- after ERROR, TIMEOUT or ABORTED the remaining main phases are recorded SKIP; after FAIL they
+  continue unless the procedure sets `stop_on_fail`;
+- teardown phases always run, with their own timeouts, even after Ctrl-C;
+- run outcome precedence: ABORTED > TIMEOUT > ERROR > FAIL > PASS.
+
+The runner knows nothing about consoles or files: it reports to listeners (`station.events`).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from station.authoring.cancel import CancelToken, PhaseCancelled
+from station.authoring.helpers import Dut, LogCapture, Measurements, RunContext
+from station.authoring.procedure import SKIP, Phase, Procedure
+from station.engine.evaluate import (
+    error_info,
+    measurement_records,
+    recordable_metadata,
+    safe_repr,
+    safe_str,
+)
+from station.engine.worker import Job, PhaseWorker
+from station.records.listener import RunListener
+from station.records.model import (
+    AttachmentRecord,
+    ErrorInfo,
+    LogEntry,
+    MeasurementRecord,
+    Outcome,
+    PhaseOutcome,
+    PhaseRecord,
+    RunRecord,
+    utc_now,
+)
+
+DEFAULT_TEARDOWN_TIMEOUT_S = 30.0
+_POLL_S = 0.05  # how often the main thread looks up from a running phase for Ctrl-C
+
+_RUN_OUTCOME_OF = {
+    PhaseOutcome.ABORTED: Outcome.ABORTED,
+    PhaseOutcome.TIMEOUT: Outcome.TIMEOUT,
+    PhaseOutcome.ERROR: Outcome.ERROR,
+    PhaseOutcome.FAIL: Outcome.FAIL,
+}
+_PRECEDENCE = [Outcome.PASS, Outcome.FAIL, Outcome.ERROR, Outcome.TIMEOUT, Outcome.ABORTED]
+_STOPS_RUN = {PhaseOutcome.ERROR, PhaseOutcome.TIMEOUT, PhaseOutcome.ABORTED}
+_RETRYABLE = {PhaseOutcome.FAIL, PhaseOutcome.ERROR}
+_RUN_IF_FALSE = object()
+
+
+class Runner:
+    """Executes one run of a procedure against opened instruments and a DUT."""
+
+    def __init__(
+        self,
+        procedure: Procedure,
+        dut: Dut,
+        *,
+        instruments: Mapping[str, Any] | None = None,
+        interrupt_io: Callable[[], None] | None = None,
+        describe_io: Callable[[], list[str]] | None = None,
+        listeners: Sequence[RunListener] = (),
+        operator: str | None = None,
+        station_name: str | None = None,
+        prompt: Callable[[str], str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        handle_signals: bool = True,
+        cancel_grace_s: float = 0.5,
+        teardown_timeout_s: float = DEFAULT_TEARDOWN_TIMEOUT_S,
+    ) -> None:
+        self.procedure = procedure
+        self.dut = dut
+        self._instruments = dict(instruments or {})
+        self._interrupt_io = interrupt_io
+        self._describe_io = describe_io
+        self._listeners = list(listeners)
+        self._handle_signals = handle_signals
+        self._cancel_grace_s = cancel_grace_s
+        self._teardown_timeout_s = teardown_timeout_s
+        self._abort = threading.Event()
+        self._abort_reason = ""
+        self._worker: PhaseWorker | None = None
+        self._current_phase: str | None = None
+        self._timeout_reason: str | None = None  # set when the run-level timeout fires
+        self._procedure_dir = Path(procedure.source_file).resolve().parent
+
+        self.record = RunRecord(
+            run_id=uuid.uuid4().hex,
+            procedure_id=procedure.id,
+            procedure_version=procedure.version,
+            procedure_file=procedure.source_file,
+            docstring=procedure.docstring,
+            station_name=station_name,
+            serial_number=dut.serial_number,
+            part_number=dut.part_number,
+            revision=dut.revision,
+            batch_number=dut.batch_number,
+            operator=operator,
+            started_at=utc_now(),
+            metadata=dict(metadata or {}),
+        )
+        self.run = RunContext(procedure.id, self.record.run_id, self._attach, prompt)
+        self.log = logging.getLogger(f"station.procedure.{procedure.id}")
+        # What phases may ask for by name, but `measurements` (made fresh for every attempt).
+        self._injectables = {**self._instruments, "log": self.log, "dut": self.dut, "run": self.run}
+        self._token = CancelToken()
+        self._capture = LogCapture(self._procedure_dir, self._on_log)
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def abort(self, reason: str = "aborted by the operator (Ctrl-C)") -> None:
+        """Stop the run as ABORTED: the phase is stopped, teardown still runs. Thread-safe."""
+        if not self._abort.is_set():
+            self._abort_reason = reason
+            self._abort.set()
+
+    def execute(self) -> RunRecord:
+        """Run every phase, then teardown, and return the finished record."""
+        self._emit("run_started", self.record)
+        previous_handlers = self._install_signal_handlers()
+        self.log.addHandler(self._capture)
+        self.log.setLevel(logging.DEBUG)
+        self.log.propagate = False
+        try:
+            self._run_main_phases()
+            self._run_teardown()
+        finally:
+            self.log.removeHandler(self._capture)
+            self._restore_signal_handlers(previous_handlers)
+            if self._worker is not None:
+                self._worker.close()
+        self._finish()
+        return self.record
+
+    # -- phases ---------------------------------------------------------------------------------
+
+    def _run_main_phases(self) -> None:
+        deadline = (
+            (time.monotonic() + self.procedure.timeout_s) if self.procedure.timeout_s else None
+        )
+        stop_reason: str | None = None
+        for ph in self.procedure.phases:
+            if stop_reason is None and self._abort.is_set():
+                stop_reason = f"not run: {self._abort_reason}"
+            if stop_reason is None and deadline is not None and time.monotonic() >= deadline:
+                self._timeout_reason = f"run timeout of {self.procedure.timeout_s:g} s reached"
+                stop_reason = f"not run: {self._timeout_reason}"
+            if stop_reason is not None:
+                self._skip(ph, stop_reason)
+                continue
+            final = self._run_with_retries(ph, deadline)
+            if final.outcome in _STOPS_RUN:
+                stop_reason = f"not run: phase {ph.name!r} ended {final.outcome}"
+            elif final.outcome == PhaseOutcome.FAIL and self.procedure.stop_on_fail:
+                stop_reason = (
+                    f"not run: phase {ph.name!r} failed and the procedure stops on failure"
+                )
+
+    def _run_teardown(self) -> None:
+        for ph in self.procedure.teardown:
+            self._run_with_retries(ph, None, teardown=True)
+
+    def _run_with_retries(
+        self, ph: Phase, run_deadline: float | None, teardown: bool = False
+    ) -> PhaseRecord:
+        attempt = 0
+        while True:
+            rec = self._run_attempt(ph, attempt, run_deadline, teardown)
+            self.record.phases.append(rec)
+            self._emit("phase_ended", rec)
+            if rec.outcome not in _RETRYABLE or attempt >= ph.retries or self._aborting(teardown):
+                return rec
+            attempt += 1
+
+    def _aborting(self, teardown: bool) -> bool:
+        return self._abort.is_set() and not teardown
+
+    def _skip(self, ph: Phase, reason: str) -> None:
+        now = utc_now()
+        rec = PhaseRecord(
+            name=ph.name,
+            outcome=PhaseOutcome.SKIP,
+            started_at=now,
+            ended_at=now,
+            docstring=ph.docstring,
+            reason=reason,
+            measurements=measurement_records(Measurements(ph.measurements)),
+        )
+        self.record.phases.append(rec)
+        self._emit("phase_ended", rec)
+
+    def _run_attempt(
+        self, ph: Phase, attempt: int, run_deadline: float | None, teardown: bool
+    ) -> PhaseRecord:
+        self._current_phase = ph.name
+        self._emit("phase_started", ph.name, attempt)
+        started = utc_now()
+        if self._token.cancelled:  # a token is reused until a phase is stopped under it
+            self._token = CancelToken()
+        token = self._token
+        measurements = Measurements(ph.measurements, token)
+        kwargs = {
+            name: measurements if name == "measurements" else self._injectables[name]
+            for name in ph.params
+        }
+        # Whichever comes first, the phase's own timeout or the run's, bounds this attempt.
+        timeout_s = (
+            ph.timeout_s
+            if ph.timeout_s is not None
+            else (self._teardown_timeout_s if teardown else None)
+        )
+        deadline, bound_by_run = run_deadline, run_deadline is not None
+        if timeout_s is not None and (deadline is None or time.monotonic() + timeout_s <= deadline):
+            deadline, bound_by_run = time.monotonic() + timeout_s, False
+
+        if self._worker is None or self._worker.retired:
+            self._worker = PhaseWorker()
+        logs = self._capture.begin_phase(self._worker.thread_ident)
+        job = self._worker.submit(_call_phase(ph, self._injectables, measurements), kwargs, token)
+        status = self._wait(job, deadline, teardown)
+        reason = None
+        if status == "abort":
+            reason = self._abort_reason
+        elif status == "timeout" and bound_by_run:
+            self._timeout_reason = f"run timeout of {self.procedure.timeout_s:g} s reached"
+            reason = f"{self._timeout_reason} during phase {ph.name!r}"
+        elif status == "timeout":
+            reason = f"phase {ph.name!r} timed out after {timeout_s:g} s"
+        if status != "done":
+            reason += self._stuck_on()
+            self._worker.stop(job, reason, self._interrupt_io, self._cancel_grace_s)
+        self._capture.end_phase()
+        self._current_phase = None
+
+        measured = measurement_records(measurements)
+        outcome, error, reason = self._judge(job.result, job.error, status, reason, measured)
+        return PhaseRecord(
+            name=ph.name,
+            outcome=outcome,
+            started_at=started,
+            ended_at=utc_now(),
+            attempt=attempt,
+            teardown=teardown,
+            docstring=ph.docstring,
+            reason=reason,
+            error=error,
+            measurements=measured,
+            logs=list(logs),
+        )
+
+    def _stuck_on(self) -> str:
+        """' while waiting on dmm (...): 'READ?' in progress for 2.0 s', or '' if no I/O was."""
+        if self._describe_io is None:
+            return ""
+        try:
+            busy = self._describe_io()
+        except Exception:  # a description must never keep a phase from being stopped
+            return ""
+        return " while waiting on " + "; ".join(busy) if busy else ""
+
+    def _wait(self, job: Job, deadline: float | None, teardown: bool) -> str:
+        """'done', 'timeout' or 'abort'. Teardown phases are not interrupted by Ctrl-C."""
+        while True:
+            if self._abort.is_set() and not teardown:
+                return "abort"
+            if deadline is None:
+                if job.wait(_POLL_S):
+                    return "done"
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return "done" if job.is_done() else "timeout"
+            if job.wait(min(remaining, _POLL_S)):
+                return "done"
+
+    def _judge(
+        self,
+        result: Any,
+        error: BaseException | None,
+        status: str,
+        reason: str | None,
+        measurements: list[MeasurementRecord],
+    ) -> tuple[PhaseOutcome, ErrorInfo | None, str | None]:
+        if status == "timeout":
+            return PhaseOutcome.TIMEOUT, ErrorInfo(type="Timeout", message=reason), reason
+        if status == "abort":
+            return PhaseOutcome.ABORTED, ErrorInfo(type="Aborted", message=reason), reason
+        if error is not None:
+            if isinstance(error, PhaseCancelled):  # cancelled by a racing stop
+                return (
+                    PhaseOutcome.ERROR,
+                    ErrorInfo(type="PhaseCancelled", message=str(error)),
+                    str(error),
+                )
+            return PhaseOutcome.ERROR, error_info(error, self._procedure_dir), None
+        if result is _RUN_IF_FALSE:
+            return PhaseOutcome.SKIP, None, "run_if returned false"
+        if result is SKIP:
+            return PhaseOutcome.SKIP, None, "the phase returned SKIP"
+        if result is not None:
+            message = f"phase returned {safe_repr(result)}; a phase returns None or station.SKIP"
+            return PhaseOutcome.ERROR, ErrorInfo(type="InvalidReturn", message=message), None
+        if any(m.outcome != "PASS" for m in measurements):
+            return PhaseOutcome.FAIL, None, None
+        return PhaseOutcome.PASS, None, None
+
+    # -- the run --------------------------------------------------------------------------------
+
+    def _finish(self) -> None:
+        record = self.record
+        outcome = Outcome.PASS
+        final_attempts = _final_attempts(record.phases)
+        for rec in final_attempts:
+            candidate = _RUN_OUTCOME_OF.get(rec.outcome)
+            if candidate and _PRECEDENCE.index(candidate) > _PRECEDENCE.index(outcome):
+                outcome = candidate
+                record.outcome_reason = _reason_of(rec)
+        if outcome == Outcome.FAIL:
+            failed = [_reason_of(rec) for rec in final_attempts if rec.outcome == PhaseOutcome.FAIL]
+            record.outcome_reason = "; ".join(failed)
+        if self._abort.is_set():
+            outcome, record.outcome_reason = Outcome.ABORTED, self._abort_reason
+        elif self._timeout_reason and outcome in (Outcome.PASS, Outcome.FAIL):
+            outcome, record.outcome_reason = Outcome.TIMEOUT, self._timeout_reason
+        main_ran = [r for r in final_attempts if not r.teardown and r.outcome != PhaseOutcome.SKIP]
+        if outcome == Outcome.PASS and not main_ran:
+            outcome, record.outcome_reason = (
+                Outcome.ERROR,
+                "every phase was skipped: nothing was tested",
+            )
+        record.outcome = outcome
+        record.marginal = outcome == Outcome.PASS and any(
+            m.marginal for rec in final_attempts for m in rec.measurements
+        )
+        record.sub_units = list(self.dut.sub_units)
+        record.metadata.update(recordable_metadata(self.run.metadata))
+        record.logs = self._capture.run_logs
+        record.ended_at = utc_now()
+        self._emit("run_ended", record)
+
+    def _attach(self, source: Path, name: str | None) -> None:
+        name = name or source.name
+        stored: str | None = None
+        for listener in self._listeners:
+            stored = listener.store_attachment(source, name) or stored
+        self.record.attachments.append(
+            AttachmentRecord(
+                name=name,
+                path=stored or str(source.resolve()),
+                size=source.stat().st_size,
+                phase=self._current_phase,
+            )
+        )
+
+    def _on_log(self, entry: LogEntry, in_phase: bool) -> None:
+        self._emit("log_added", entry, self._current_phase if in_phase else None)
+
+    def _emit(self, event: str, *args: Any) -> None:
+        """Tell every listener. A listener that fails (a full disk, a closed terminal) must not
+        stop the run: teardown still has to put the instruments in a safe state."""
+        for listener in self._listeners:
+            try:
+                getattr(listener, event)(*args)
+            except Exception as exc:
+                listener.failures.append(f"{event}: {type(exc).__name__}: {safe_str(exc)}")
+
+    # -- signals --------------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        if not self._handle_signals or threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for signum, reason in (
+            (signal.SIGINT, "aborted by the operator (Ctrl-C)"),
+            (signal.SIGTERM, "station was asked to stop (SIGTERM)"),
+        ):
+            previous[signum] = signal.signal(signum, lambda *_, r=reason: self.abort(r))
+        return previous
+
+    @staticmethod
+    def _restore_signal_handlers(previous: dict[int, Any]) -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _call_phase(
+    ph: Phase, injectables: Mapping[str, Any], measurements: Measurements
+) -> Callable[..., Any]:
+    """The callable the worker runs: run_if first (same thread, same timeout), then the phase."""
+    if ph.run_if is None:
+        return ph.func
+
+    def call(**kwargs: Any) -> Any:
+        available = {**injectables, "measurements": measurements}
+        if not ph.run_if(**{name: available[name] for name in ph.run_if_params}):
+            return _RUN_IF_FALSE
+        return ph.func(**kwargs)
+
+    return call
+
+
+def _final_attempts(phases: list[PhaseRecord]) -> list[PhaseRecord]:
+    """The last attempt of each phase: earlier attempts were retried and do not decide."""
+    last: dict[tuple[str, bool], PhaseRecord] = {}
+    for rec in phases:
+        last[(rec.name, rec.teardown)] = rec
+    return list(last.values())
+
+
+def _reason_of(rec: PhaseRecord) -> str:
+    if rec.outcome == PhaseOutcome.FAIL:
+        failed = [m.name for m in rec.measurements if m.outcome != "PASS"]
+        return f"{rec.name} failed: {', '.join(failed)}"
+    detail = rec.reason or (f"{rec.error.type}: {rec.error.message}" if rec.error else "")
+    return f"phase {rec.name!r} ended {rec.outcome}: {detail}"

@@ -1,0 +1,6 @@
+"""The run directory on disk: the journal written as the run happens, and `run.json` at its end.
+
+Owns the append-only `journal.jsonl`, the atomic `run.json`, attachments, and recovery of a run
+whose process died (`journal`), plus the background fsync (`syncer`). May import
+`station.records` and `station.testing.faultpoints`; nothing above it.
+"""
