@@ -1,8 +1,8 @@
 """What a benchmark case hands back, and how it is printed and saved.
 
 A case produces `Row`s (one figure: ours and, when there is one, the reference, each as the
-median and min-max of several repetitions) and `Target`s (a budget from DESIGN.md §10 or the
-issue, MET or MISSED with the figure that decided it). Figures never fail the run: a missed
+median and min-max of several repetitions) and `Target`s (a budget from the issue that asked
+for it, MET or MISSED with the figure that decided it). Figures never fail the run: a missed
 target is a line in the report, and a case that crashed is reported as such.
 """
 

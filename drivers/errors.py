@@ -56,6 +56,8 @@ KIND_WRONG_MODEL = "wrong_model"  # *IDN? answered, but by another model
 KIND_REPORTED = "reported"  # the instrument's own error queue reported an error
 KIND_NOT_APPLIED = "not_applied"  # a setting read back differently from what was sent
 KIND_INTERRUPTED = "interrupted"  # aborted by interrupt() or close() from another thread
+KIND_CLOSED = "closed"  # the transport was closed for good: no call reopens it
+KIND_STOPPED = "stopped"  # refused by the call guard (e.g. I/O from a stopped phase's thread)
 KIND_IO = "io"  # any other I/O failure
 
 

@@ -32,7 +32,10 @@ def get_driver_class(name: str) -> type[ScpiInstrument]:
     except KeyError:
         raise UnknownDriverError(name, driver_names()) from None
     module_name, _, class_name = target.partition(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    cls = getattr(importlib.import_module(module_name), class_name)
+    if not (isinstance(cls, type) and issubclass(cls, ScpiInstrument)):
+        raise TypeError(f"driver {name!r} ({target}) is not an instrument class")
+    return cls
 
 
 def create_driver(

@@ -1,9 +1,11 @@
-"""The simulated bench: twins of the configured instruments, served on loopback (DESIGN.md §8).
+"""The simulated bench: twins of the configured instruments, served on loopback.
 
 `start_bench({"dmm": "keysight-34461a", "psu": "rigol-dp832"})` returns a SimBench whose
 `resources` replace the configured ones; drivers, pyvisa-py and the sockets run unchanged.
 SCPI twins are served on loopback TCP (`TCPIP::127.0.0.1::<port>::SOCKET`); serial twins
 (`SERIAL_MODELS`) on a pty, whose device path (`/dev/pts/N`) is then the resource.
+The DMM twins integrate like real ones: a reading is the rail averaged over its aperture (NPLC
+power-line cycles at `line_frequency_hz`) and takes that long to come back (see sim/bench.py).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sim.bench import Bench
+from sim.bench import Bench, Clock
 from sim.boards import BOARDS, make_board
 from sim.instruments import SIM_MODELS
 from sim.pty_server import PtyServer
@@ -83,6 +85,8 @@ class SimBench:
         self.twins[name].server.faults.set(kind, pattern)
 
     def close(self) -> None:
+        """Stop every server; readings still integrating end at once."""
+        self.bench.close()
         for twin in self.twins.values():
             twin.server.stop()
 
@@ -99,8 +103,14 @@ def start_bench(
     board: str = "pcba01",
     fault: str | None = None,
     seed: int = 0,
+    line_frequency_hz: float = 50.0,
+    clock: Clock | None = None,
 ) -> SimBench:
-    """Serve a twin for each instrument (name -> driver name) around one simulated board."""
+    """Serve a twin for each instrument (name -> driver name) around one simulated board.
+
+    `line_frequency_hz` (50 or 60) is the bench's mains, which sets the DMMs' apertures;
+    `clock` defaults to wall time (a `sim.bench.SimulatedClock` makes readings instant).
+    """
     models = {**SIM_MODELS, **SERIAL_MODELS}
     unknown = sorted(driver for driver in instruments.values() if driver not in models)
     if unknown:
@@ -110,7 +120,9 @@ def start_bench(
         )
     if board not in BOARDS:
         raise ValueError(f"unknown board {board!r}; valid boards: {', '.join(sorted(BOARDS))}")
-    bench = Bench(make_board(board, fault, seed), seed=seed)
+    bench = Bench(
+        make_board(board, fault, seed), seed=seed, line_frequency_hz=line_frequency_hz, clock=clock
+    )
     twins: dict[str, Twin] = {}
     try:
         for name, driver in instruments.items():

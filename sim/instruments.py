@@ -6,6 +6,9 @@ all of them read and drive the shared `Bench`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from sim.bench import Bench
 from sim.twins.keithley_dmm import SimKeithleyDMM6500
 from sim.twins.keysight_dmm import DMM_FUNCTIONS, SimKeysight34461A, SimKeysight34465A
 from sim.twins.keysight_psu import SimKeysightE36312A
@@ -22,7 +25,8 @@ __all__ = [
     "SimRigolDP832",
 ]
 
-SIM_MODELS: dict[str, type[ScpiTwin]] = {
+# Each value is a twin class, called with the bench it is wired into.
+SIM_MODELS: dict[str, Callable[[Bench], ScpiTwin]] = {
     "keithley-dmm6500": SimKeithleyDMM6500,
     "keysight-34461a": SimKeysight34461A,
     "keysight-34465a": SimKeysight34465A,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,8 @@ from station.config.model import (
     load_config,
 )
 
-# DESIGN.md §4, with the DMM resource taken from the environment.
-DESIGN_EXAMPLE = """\
+# The README's example station.yaml, with the DMM resource taken from the environment.
+README_EXAMPLE = """\
 station:
   name: Bench 3
 tofupilot:
@@ -83,7 +84,7 @@ def load_error(path: Path) -> ConfigError:
 
 def test_design_example_loads_with_env_expansion(tmp_path, monkeypatch):
     monkeypatch.setenv("DMM_RESOURCE", "USB0::0x2A8D::0x1301::MY60012345::INSTR")
-    path = write(tmp_path, DESIGN_EXAMPLE)
+    path = write(tmp_path, README_EXAMPLE)
 
     config = load_config(path)
 
@@ -468,13 +469,39 @@ def test_duplicate_instrument(tmp_path):
     )
 
 
+@pytest.mark.parametrize("megabytes", [2, 50])
+def test_an_oversized_file_is_refused_at_once_with_its_size(tmp_path, megabytes):
+    """A 50 MB station.yaml took 83 s and 2.9 GB before a message about merge keys."""
+    path = tmp_path / "station.yaml"
+    line = b"# " + b"x" * 77 + b"\n"
+    with path.open("wb") as f:
+        f.write(b"station: {name: x}\nprocedures: {T1: {module: t.py}}\n")
+        f.write(line * (megabytes * (1 << 20) // len(line)))
+    size = path.stat().st_size
+    started = time.monotonic()
+    error = load_error(path)
+    assert time.monotonic() - started < 2.0  # nothing was parsed (generous for a busy machine)
+    assert str(error) == (
+        f"{path}: the file is {size:,} bytes; a station config is at most 1,048,576 bytes "
+        "(1 MiB), and a real one a few kB: is it the right file?"
+    )
+
+
+def test_a_file_just_under_the_size_cap_still_loads(tmp_path):
+    path = tmp_path / "station.yaml"
+    head = "station: {name: x}\nprocedures: {T1: {module: t.py}}\n"
+    path.write_text(head + "#" * ((1 << 20) - len(head) - 1) + "\n")
+    assert path.stat().st_size == 1 << 20
+    assert load_config(path).station.name == "x"
+
+
 def test_empty_file(tmp_path):
     path = write(tmp_path, "# just a comment\n")
     error = load_error(path)
     assert (error.path, error.line) == (path, None)
     assert str(error) == (
         f"{path}: the file is empty; it must be a mapping with at least 'station:' and "
-        f"'procedures:' (see DESIGN.md §4)"
+        f"'procedures:' (see 'station.yaml' in the README)"
     )
 
 
@@ -484,7 +511,7 @@ def test_top_level_must_be_a_mapping(tmp_path):
     assert (error.path, error.line) == (path, 2)
     assert str(error) == (
         f"{path}:2: the top level is a list, not a mapping of keys; it must be a mapping with "
-        f"at least 'station:' and 'procedures:' (see DESIGN.md §4)"
+        f"at least 'station:' and 'procedures:' (see 'station.yaml' in the README)"
     )
 
 

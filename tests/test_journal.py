@@ -12,7 +12,6 @@ from station.storage.journal import (
     RUN_JSON,
     JournalError,
     check_writable,
-    find_interrupted,
     read_record,
     recover,
     write_atomic,
@@ -32,8 +31,13 @@ PROCEDURE = """
 """
 
 
+def lines_of(run_dir):
+    """The journal's lines: split on \\n only (JSON strings may hold other line separators)."""
+    return (run_dir / JOURNAL).read_bytes().decode().split("\n")[:-1]
+
+
 def events(run_dir):
-    return [json.loads(line) for line in (run_dir / JOURNAL).read_text().splitlines()]
+    return [json.loads(line) for line in lines_of(run_dir)]
 
 
 def test_run_directory_holds_journal_and_run_json(bench):
@@ -60,11 +64,10 @@ def test_run_directory_holds_journal_and_run_json(bench):
 def test_recover_keeps_finished_phases_and_names_the_interrupted_one(bench):
     bench.run(PROCEDURE, journal=True)
     (run_dir,) = (bench.root / "runs").iterdir()
-    lines = (run_dir / JOURNAL).read_text().splitlines()
+    lines = lines_of(run_dir)
     # Keep run_started, first phase started+ended, second phase started; then a torn line.
     (run_dir / JOURNAL).write_text("\n".join(lines[:4]) + '\n{"event":"phase_en')
     (run_dir / RUN_JSON).unlink()
-    assert find_interrupted(bench.root / "runs") == [run_dir]
     record = recover(run_dir)
     assert record.outcome == "ERROR"
     assert record.outcome_reason == "station process ended during phase 'second'"
@@ -74,7 +77,6 @@ def test_recover_keeps_finished_phases_and_names_the_interrupted_one(bench):
     ]
     assert record.phases[0].measurements[0].measured_value == 1.5
     assert read_record(run_dir) == record
-    assert find_interrupted(bench.root / "runs") == []
 
 
 def test_recover_when_killed_while_writing_run_json_keeps_the_real_outcome(bench):
@@ -88,7 +90,7 @@ def test_recover_when_killed_while_writing_run_json_keeps_the_real_outcome(bench
 def test_recover_before_first_phase(bench):
     bench.run(PROCEDURE, journal=True)
     (run_dir,) = (bench.root / "runs").iterdir()
-    first_line = (run_dir / JOURNAL).read_text().splitlines()[0]
+    first_line = lines_of(run_dir)[0]
     (run_dir / JOURNAL).write_text(first_line + "\n")
     (run_dir / RUN_JSON).unlink()
     assert recover(run_dir).outcome_reason == "station process ended before the first phase"
@@ -107,3 +109,25 @@ def test_unwritable_data_dir_is_a_clear_error(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(JournalError, match=r"cannot record runs in .*file"):
         check_writable(blocker / "runs")
+
+
+def test_recover_keeps_the_unit_identity_a_phase_set(bench):
+    procedure = """
+    from station import phase
+
+    @phase
+    def identify(dut):
+        dut.revision = "C"
+        dut.part_number = "PCBA01-X"
+        dut.batch_number = "B42"
+    """
+    record = bench.run(procedure, journal=True)
+    assert (record.part_number, record.revision, record.batch_number) == ("PCBA01-X", "C", "B42")
+    (run_dir,) = (bench.root / "runs").iterdir()
+    (run_dir / RUN_JSON).unlink()  # killed while writing run.json: recovered from the journal
+    recovered = recover(run_dir)
+    assert (recovered.part_number, recovered.revision, recovered.batch_number) == (
+        "PCBA01-X",
+        "C",
+        "B42",
+    )

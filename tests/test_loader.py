@@ -144,7 +144,7 @@ def test_bad_limits_are_reported_at_the_decorator(bench):
             measurements.v = 1
     """,
     )
-    assert "proc_t.py:5:" in message and "low 3.4 is above high 3.2" in message
+    assert "proc_t.py:5:" in message and "low (3.4) is greater than high (3.2)" in message
 
 
 def test_marginal_outside_limits_is_rejected(bench):
@@ -277,7 +277,7 @@ def test_contradicting_limit_override_is_a_config_error(bench):
     """,
         procedure_yaml="limits:\n  v: {low: 3.5}\n",
     )
-    with pytest.raises(ConfigError, match=r"low 3\.5 is above high 3\.4"):
+    with pytest.raises(ConfigError, match=r"low \(3\.5\) is greater than high \(3\.4\)"):
         bench.load()
 
 

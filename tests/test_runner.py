@@ -1,4 +1,4 @@
-"""The runner's outcome rules (DESIGN.md §3), each against a real procedure module."""
+"""The runner's outcome rules (docs/architecture.md), each against a real procedure module."""
 
 from __future__ import annotations
 
@@ -104,27 +104,30 @@ def test_unset_measurement_fails_its_phase(bench):
     assert all(v.outcome == "UNSET" for v in phase.measurements[1].validators)
 
 
-def test_nan_inf_and_non_numbers_fail_numeric_limits(bench):
+def test_nan_and_inf_fail_numeric_limits_and_a_non_number_is_a_procedure_error(bench):
     record = bench.run("""
         from station import phase, measure
 
         @phase
         @measure("nan", low=0, high=1)
         @measure("inf", high=1)
-        @measure("text", low=0)
-        @measure("flag", low=0)
-        def p(measurements):
+        def numbers(measurements):
             measurements.nan = float("nan")
             measurements.inf = float("inf")
+
+        @phase
+        @measure("text", low=0)
+        def not_a_number(measurements):
             measurements.text = "0.5"
-            measurements.flag = True
     """)
-    assert {m.name: m.outcome for m in record.phases[0].measurements} == {
-        "nan": "FAIL",
-        "inf": "FAIL",
-        "text": "FAIL",
-        "flag": "FAIL",
-    }
+    numbers, not_a_number = record.phases
+    assert {m.name: m.outcome for m in numbers.measurements} == {"nan": "FAIL", "inf": "FAIL"}
+    assert numbers.outcome == "FAIL"
+    # A string against numeric limits is a procedure bug, not a bad unit: its limits could not
+    # be checked (UNSET) and the phase is ERROR.
+    assert [(m.name, m.outcome) for m in not_a_number.measurements] == [("text", "UNSET")]
+    assert not_a_number.outcome == "ERROR"
+    assert "value of type str for numeric limits" in not_a_number.error.message
 
 
 def test_exception_is_error_remaining_phases_skip_and_teardown_runs(bench):

@@ -4,7 +4,8 @@ Three shapes (1,000 trivial phases; 1 phase x 1,000 measurements; 100 phases x 1
 each without output and with the framework's native record written to disk (ours: the run
 directory through `Journal`; OpenHTF: `OutputToJSON`). The figure is the wall time of executing
 the test divided by the number of phases or measurements: nothing subtracted.
-Target (DESIGN.md §10): ours at least 10x less than OpenHTF, per phase and per measurement.
+Budget (issue 10, simplicity where safety lives): ours at most 0.2x OpenHTF's cost, per phase and
+per measurement, with and without the record on disk.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from bench.settings import Settings
 NAME = "overhead"
 TITLE = "1. Runner overhead: the same test, station vs OpenHTF (time of execute() / count)"
 SHAPES = (Shape(1000, 0), Shape(1, 1000), Shape(100, 10))
-MAX_RATIO = 0.1  # ours / OpenHTF
+MAX_RATIO = 0.2  # ours / OpenHTF
 RECORDS = {False: "no output", True: "record on disk"}
 
 

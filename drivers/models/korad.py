@@ -13,11 +13,15 @@ from __future__ import annotations
 import re
 import threading
 import time
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 
 from drivers.errors import KIND_GARBAGE, KIND_NOT_APPLIED, KIND_WRONG_MODEL
 from drivers.models.psu import PowerSupply
 from drivers.models.scpi import ScpiInstrument
+from drivers.transport.seam import ByteTransport, Transport
+
+_T = TypeVar("_T")
 
 STATUS_OUTPUT_ON = 0x40  # STATUS? bit 6: output enabled
 STATUS_CV = 0x01  # STATUS? bit 0: constant voltage (0: constant current)
@@ -39,8 +43,9 @@ class KoradKA3005P(ScpiInstrument, PowerSupply):
     VOLTS_TOLERANCE = 0.005  # read-back resolution: 10 mV steps
     AMPS_TOLERANCE = 0.0005  # 1 mA steps
     channels = (1,)
+    transport: ByteTransport  # a SerialTransport; connect() refuses anything else
 
-    def __init__(self, transport: Any, name: str) -> None:
+    def __init__(self, transport: Transport, name: str) -> None:
         super().__init__(transport, name)
         self._io_lock = threading.RLock()  # one exchange at a time, gap included
         self._last_io = 0.0
@@ -49,7 +54,7 @@ class KoradKA3005P(ScpiInstrument, PowerSupply):
 
     def connect(self) -> str:
         """Open the port and check the model; refuses a VISA resource (no terminator there)."""
-        if not hasattr(self.transport, "read_bytes") or not hasattr(self.transport, "idle_ms"):
+        if not isinstance(self.transport, ByteTransport):
             raise self._error(
                 "the KA3005P sends no line terminator, which VISA cannot read: give its serial "
                 "port as a device path (/dev/ttyUSB0, COM3) or serial:// / socket:// URL",
@@ -139,7 +144,7 @@ class KoradKA3005P(ScpiInstrument, PowerSupply):
         reply = self._exchange(lambda: self.transport.query(command, reply_length=reply_length))
         return reply.strip()
 
-    def _exchange(self, action: Any) -> Any:
+    def _exchange(self, action: Callable[[], _T]) -> _T:
         with self._io_lock:
             pause = self._last_io + self.COMMAND_GAP_S - time.monotonic()
             if pause > 0:

@@ -7,10 +7,11 @@ writes on the wire (`CH1` or `(@1)`, `ON` or `1`, `5.000` or `+5.00000000E+00`).
 from __future__ import annotations
 
 import abc
+import contextlib
 import re
 from typing import Any, ClassVar, NamedTuple
 
-from drivers.errors import KIND_GARBAGE
+from drivers.errors import KIND_GARBAGE, KIND_NOT_APPLIED, InstrumentError
 from drivers.models.scpi import ScpiInstrument
 
 
@@ -79,8 +80,46 @@ class PowerSupply(abc.ABC):
             raise first
 
     def safe_state(self) -> None:
-        """Outputs off: the unit is unpowered."""
-        self.disable_all()
+        """Outputs off, verified: the unit is unpowered, or InstrumentError says which channel
+        may not be.
+
+        After `disable_all()`, every channel's output state is read back (a lost `OUTP ... OFF`
+        is otherwise silent: `*OPC?` and the error queue answer all the same). A channel that
+        does not read back off is turned off once more and read again; if it still does not
+        read back off, InstrumentError of kind "not_applied" names it. A `disable` that raised
+        but whose channel reads back off is not an error: the output is off.
+        """
+        failure: InstrumentError | None = None
+        try:
+            self.disable_all()
+        except InstrumentError as exc:
+            failure = exc
+        problems = [problem for channel in self.channels if (problem := self._confirm_off(channel))]
+        if problems:
+            raise self._error(
+                f"safe state not verified: {'; '.join(problems)}", None, KIND_NOT_APPLIED
+            ) from failure
+
+    def _confirm_off(self, channel: int) -> str | None:
+        """None once `channel` reads back off (after one more `disable` if needed), else why not."""
+        problem = ""
+        for attempt in range(2):
+            if attempt:
+                with contextlib.suppress(InstrumentError):  # the read-back below decides
+                    self.disable(channel)
+            try:
+                if not self.is_enabled(channel):
+                    return None
+                problem = f"CH{channel} output still reads ON after being turned off twice"
+            except InstrumentError as exc:
+                problem = f"CH{channel} output state could not be read back ({exc.message})"
+        return problem
+
+    @abc.abstractmethod
+    def _error(
+        self, message: str, command: str | None = None, kind: str | None = None
+    ) -> InstrumentError:
+        """An InstrumentError naming this instrument (`ScpiInstrument` provides it)."""
 
     # -- argument checks, before any I/O ----------------------------------------------------
 
@@ -104,8 +143,10 @@ class PowerSupply(abc.ABC):
         if not value >= 0:
             raise ValueError(f"{model} CH{channel}: {value} {unit} is not a valid setting")
         rating = self.RATINGS.get(channel)
-        limit = None if rating is None else (rating.volts if unit == "V" else rating.amps)
-        if limit is not None and value > limit:
+        if rating is None:
+            return channel
+        limit = rating.volts if unit == "V" else rating.amps
+        if value > limit:
             raise ValueError(
                 f"{model} CH{channel} is rated {rating.volts:g} V / {rating.amps:g} A; "
                 f"{value:g} {unit} is above its rating"
@@ -195,8 +236,8 @@ class RigolDP832(ScpiPowerSupply):
 class KeysightE36312A(ScpiPowerSupply):
     """Keysight E36312A triple-output supply (CH1 6 V/5 A; CH2, CH3 25 V/1 A).
 
-    Channels are addressed by a channel-list suffix, `VOLT 5,(@1)` (the form NOTES recommends
-    over stateful `INST:NSEL`, so every command stands alone); booleans read `1`/`0`, numbers
+    Channels are addressed by a channel-list suffix, `VOLT 5,(@1)` (preferred over
+    the stateful `INST:NSEL`, so every command stands alone); booleans read `1`/`0`, numbers
     NR3. OVP is always armed on this family: `set_ovp` only sets its level.
     """
 
@@ -220,7 +261,7 @@ class KeysightE36312A(ScpiPowerSupply):
         self._apply(f"CURR {_number(amps)},(@{self._check_amps(channel, amps)})")
 
     def set_ovp(self, channel: int, volts: float) -> None:
-        # ⚠ in NOTES §4.4: VOLT:PROT <level>,(@n) is the form it gives (as PyMeasure uses it).
+        # VOLT:PROT <level>,(@n): the channel-list form of the OVP level (as PyMeasure uses it).
         self._apply(f"VOLT:PROT {_number(volts)},(@{self._check_ovp(channel, volts)})")
 
     def enable(self, channel: int) -> None:

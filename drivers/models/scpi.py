@@ -73,7 +73,8 @@ class ScpiInstrument:
         return self._identity
 
     def close(self) -> None:
-        """Close the transport (the instrument keeps its state)."""
+        """Close the transport for good (the instrument keeps its state): every later call,
+        from any thread, raises InstrumentError of kind "closed"."""
         self.transport.close()
 
     def safe_state(self) -> None:

@@ -1,32 +1,26 @@
-"""Transports: how a driver's strings reach an instrument (DESIGN.md §7).
+"""Transports: how a driver's strings reach an instrument.
 
 A driver talks to a `Transport`; it never opens sockets itself. `VisaTransport`
-(drivers/visa_transport.py) goes through pyvisa with the pure-Python '@py' backend;
-`SerialTransport` (drivers/serial_transport.py) goes through pyserial for raw serial devices.
-Both build on `SessionTransport` (drivers/session.py), which adds what production needs: errors
-that name the instrument, recovery after a timeout or a lost link (reconnect with backoff, never
-a silent resend), thread safety, an OS lock per instrument (drivers/locking.py) so two processes
-cannot drive one instrument, and `interrupt()`, which unblocks a call stuck in I/O from another
-thread.
+(`visa_transport`) goes through pyvisa with the pure-Python '@py' backend; `SerialTransport`
+(`serial_transport`) goes through pyserial for raw serial devices. Both build on
+`SessionTransport` (`session`), which adds what production needs: errors that name the
+instrument, recovery after a timeout or a lost link (reconnect with backoff, never a silent
+resend), thread safety, an OS lock per instrument (`locking`) so two processes cannot drive one
+instrument, `interrupt()`, which unblocks a call stuck in I/O from another thread where the
+backend allows it, a call guard that can refuse I/O, and a final `close()`.
 
-This module is the seam: the `Transport` protocol, `open_transport`, `is_serial_resource` and
-the shared pyvisa resource manager. The implementations are imported lazily, and pyvisa too, so
-that importing the drivers (and `python -m station --help`) stays fast.
+This module is the seam: the `Transport` protocols, `open_transport` and `is_serial_resource`.
+The implementations are imported lazily (they import nothing from here), and pyvisa too, so that
+importing the drivers (and `python -m station --help`) stays fast.
 """
 
 from __future__ import annotations
 
 import re
-import threading
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 from drivers.errors import InstrumentError
-
-if TYPE_CHECKING:
-    import pyvisa
-
-_rm: pyvisa.ResourceManager | None = None
-_rm_lock = threading.Lock()
 
 _VISA_RESOURCE = re.compile(r"^(TCPIP|USB|ASRL|GPIB)", re.IGNORECASE)
 _URL_RESOURCE = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
@@ -37,24 +31,14 @@ _SERIAL_RESOURCE = re.compile(
 )
 
 
-def get_resource_manager() -> pyvisa.ResourceManager:
-    """The process-wide pyvisa-py resource manager, created on first use.
-
-    It is shared by every transport and never closed by one: closing a manager closes the
-    sessions of every instrument opened through it (pyvisa#742).
-    """
-    global _rm
-    with _rm_lock:
-        if _rm is None:
-            import pyvisa
-
-            _rm = pyvisa.ResourceManager("@py")
-        return _rm
-
-
 @runtime_checkable
 class Transport(Protocol):
-    """The seam between a driver and the wire: strings in, strings out."""
+    """The seam between a driver and the wire: strings in, strings out.
+
+    `interrupt()` returns False when the call in flight cannot be aborted (it then ends at its
+    timeout); `close()` is final (later calls raise kind "closed"); a call guard set with
+    `set_call_guard()` may refuse any call (kind "stopped"). See `session.SessionTransport`.
+    """
 
     resource: str
     timeout_ms: int
@@ -63,8 +47,20 @@ class Transport(Protocol):
     def write(self, command: str) -> None: ...
     def read(self) -> str: ...
     def query(self, command: str) -> str: ...
-    def interrupt(self) -> None: ...
+    def in_flight(self) -> tuple[str, float] | None: ...
+    def interrupt(self) -> bool: ...
+    def set_call_guard(self, guard: Callable[[], str | None] | None) -> None: ...
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ByteTransport(Transport, Protocol):
+    """A transport for instruments without line terminators (`SerialTransport`): replies of a
+    known length, or raw bytes."""
+
+    def query(self, command: str, reply_length: int | None = None) -> str: ...
+    def read_bytes(self, count: int) -> bytes: ...
+    def query_bytes(self, command: str, count: int) -> bytes: ...
 
 
 def is_serial_resource(resource: str) -> bool:

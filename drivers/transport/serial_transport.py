@@ -1,4 +1,4 @@
-"""SerialTransport: a raw serial instrument through pyserial (DESIGN.md §7).
+"""SerialTransport: a raw serial instrument through pyserial.
 
 Same protocol and semantics as `VisaTransport` (a lock per connection, the instrument's OS lock,
 `interrupt()`, every error an `InstrumentError`, reconnect with backoff after a lost link), for
@@ -19,24 +19,16 @@ import socket
 import time
 from typing import Any
 
-from drivers.errors import KIND_GARBAGE, KIND_IO, KIND_REFUSED, KIND_TIMEOUT, InstrumentError
+from drivers.errors import KIND_IO, KIND_REFUSED
 from drivers.transport.session import (
-    _DRAIN_MAX_S,
-    _DRAIN_QUIET_S,
+    DRAIN_MAX_S,
+    DRAIN_QUIET_S,
     Connection,
+    NoReply,
     SessionTransport,
-    _NoReply,
 )
 
 _SERIAL_PREFIX = "serial://"
-
-
-class _Partial(_NoReply):
-    """The reply started but did not complete within the timeout."""
-
-    def __init__(self, data: bytes) -> None:
-        super().__init__()
-        self.data = data
 
 
 class SerialTransport(SessionTransport):
@@ -65,7 +57,7 @@ class SerialTransport(SessionTransport):
         self._call(command, lambda conn: self._send(conn, command))
 
     def read(self) -> str:
-        return self._call(None, lambda conn: self._receive(conn))
+        return self._call(None, self._receive)
 
     def read_bytes(self, count: int) -> bytes:
         """Exactly `count` raw bytes, or InstrumentError after the timeout."""
@@ -105,13 +97,13 @@ class SerialTransport(SessionTransport):
         port = conn.inst
         if self.read_termination:
             term = self.read_termination.encode("ascii")
-            data = port.read_until(term)
+            data: bytes = port.read_until(term)
             if not data.endswith(term):
-                raise _Partial(data)
+                raise NoReply(data)
             return data[: -len(term)].decode("ascii")
-        first = port.read(1)
+        first: bytes = port.read(1)
         if not first:
-            raise _Partial(b"")
+            raise NoReply(b"")
         return (first + self._read_while_busy(conn)).decode("ascii")
 
     def _read_while_busy(self, conn: Connection) -> bytes:
@@ -131,9 +123,9 @@ class SerialTransport(SessionTransport):
         return b"".join(chunks)
 
     def _read_exact(self, conn: Connection, count: int) -> bytes:
-        data = conn.inst.read(count)
+        data: bytes = conn.inst.read(count)
         if len(data) < count:
-            raise _Partial(data)
+            raise NoReply(data)
         return data
 
     # -- session ----------------------------------------------------------------------------
@@ -171,45 +163,35 @@ class SerialTransport(SessionTransport):
         conn.applied_timeout_ms = self.timeout_ms
         return conn
 
-    def _translate(
-        self, conn: Connection, exc: Exception, command: str | None, what: str
-    ) -> InstrumentError:
-        """Turn a pyserial/OS exception into an InstrumentError and leave the link usable."""
+    # -- hooks of SessionTransport._translate ------------------------------------------------
+
+    def _partial_reply(self, conn: Connection, exc: Exception) -> bytes | None:
+        return exc.data if isinstance(exc, NoReply) else None
+
+    def _settle_after_timeout(self, conn: Connection) -> bool:
+        if not self._drain(conn):
+            return False
+        conn.owed = True  # a late reply may still come: drained before the next command
+        return True
+
+    def _write_timed_out(self, exc: Exception) -> bool:
         import serial
 
-        target = f"to {command!r}" if command is not None else "(read)"
-        if isinstance(exc, _Partial):
-            if not self._drain(conn):
-                return self._lost(conn, "closed by the instrument", command, what)
-            conn.owed = True  # a late reply may still come: drained before the next command
-            if exc.data:
-                return self._error(
-                    f"incomplete reply {target} within {self.timeout_ms} ms: got {exc.data[:60]!r}",
-                    command,
-                    KIND_TIMEOUT,
-                )
-            return self._error(
-                f"no reply within {self.timeout_ms} ms {target}", command, KIND_TIMEOUT
-            )
-        if isinstance(exc, UnicodeDecodeError):
-            self._drain(conn)
-            return self._error(f"reply to {what} is not ASCII text", command, KIND_GARBAGE)
-        if isinstance(exc, serial.SerialTimeoutException):
-            self._drain(conn)
-            return self._error(
-                f"could not send {what} within {self.timeout_ms} ms", command, KIND_TIMEOUT
-            )
-        if isinstance(exc, (serial.SerialException, OSError)):
-            return self._lost(conn, str(exc) or type(exc).__name__, command, what)
-        self._detach(conn)
-        return self._error(f"I/O error during {what}: {exc}", command, KIND_IO)
+        return isinstance(exc, serial.SerialTimeoutException)
+
+    def _link_gone(self, exc: Exception) -> str | None:
+        import serial
+
+        if isinstance(exc, serial.SerialException):
+            return str(exc) or type(exc).__name__
+        return super()._link_gone(exc)
 
     def _drain(self, conn: Connection) -> bool:
         """Discard a late reply: read until quiet for a while; False if the link is gone."""
         port = conn.inst
-        deadline = time.monotonic() + _DRAIN_MAX_S
+        deadline = time.monotonic() + DRAIN_MAX_S
         try:
-            port.timeout = _DRAIN_QUIET_S
+            port.timeout = DRAIN_QUIET_S
             while time.monotonic() < deadline:
                 if not port.read(port.in_waiting or 1):
                     break
@@ -222,7 +204,7 @@ class SerialTransport(SessionTransport):
 
 def _nothing_there(exc: BaseException) -> bool:
     """Whether an open failed because nothing is at that address (vs. permissions, etc.)."""
-    cause = exc
+    cause: BaseException | None = exc
     while cause is not None:
         if getattr(cause, "errno", None) in (errno.ENOENT, errno.ECONNREFUSED, errno.ENODEV):
             return True

@@ -1,4 +1,4 @@
-"""SocketLink: message I/O on the raw socket of a pyvisa-py ::SOCKET session (DESIGN.md §7).
+"""SocketLink: message I/O on the raw socket of a pyvisa-py ::SOCKET session.
 
 pyvisa-py opens the session (the VISA stack on a bench is the one tested), but its read loop
 selects on every pass and takes recv() == b"" for "no data yet", so a closed peer only shows
@@ -13,7 +13,7 @@ import select
 import socket
 import time
 
-from drivers.transport.session import _NoReply, _PeerClosed
+from drivers.transport.session import NoReply, PeerClosed
 
 _CHUNK = 4096
 # Linux and BSD: a non-blocking recv on a blocking socket, without a select first.
@@ -59,7 +59,7 @@ class SocketLink:
     def read_line(self, timeout_s: float) -> str:
         """The next reply as text, termination stripped.
 
-        _NoReply after `timeout_s`, _PeerClosed on EOF, UnicodeDecodeError if not ASCII (the
+        NoReply after `timeout_s`, PeerClosed on EOF, UnicodeDecodeError if not ASCII (the
         reply is consumed then).
         """
         buffer = self.buffer
@@ -109,20 +109,20 @@ class SocketLink:
         return True
 
     def _fill(self, deadline: float) -> None:
-        """Append what arrives next to the buffer; _NoReply at `deadline`, _PeerClosed on EOF."""
+        """Append what arrives next to the buffer; NoReply at `deadline`, PeerClosed on EOF."""
         sock = self.sock
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise _NoReply()
+                raise NoReply()
             readable, _, _ = select.select([sock], [], [], remaining)
             if not readable:
-                raise _NoReply()
+                raise NoReply()
             try:
                 data = sock.recv(_CHUNK, _DONTWAIT)
             except BlockingIOError:  # a spurious wake-up: wait again
                 continue
             if not data:
-                raise _PeerClosed("closed by the instrument")
+                raise PeerClosed("closed by the instrument")
             self.buffer += data
             return

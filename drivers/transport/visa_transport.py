@@ -1,11 +1,13 @@
-"""VisaTransport: a VISA resource through pyvisa-py's '@py' backend (DESIGN.md §7).
+"""VisaTransport: a VISA resource through pyvisa-py's '@py' backend.
 
 Every resource is opened through pyvisa-py, but for a ::SOCKET the messages then go over that
-session's own socket through `SocketLink` (drivers/socket_io.py): pyvisa-py's socket read costs
-several selects per query and cannot tell a closed peer from a silent one, which made a query
-2-3x slower than a raw socket client. Other resources (INSTR, USB, GPIB, ASRL) keep pyvisa's
-read and write. pyvisa is imported lazily so that importing the drivers (and
-`python -m station --help`) stays fast.
+session's own socket through `SocketLink` (`socket_io`): pyvisa-py's socket read costs several
+selects per query and cannot tell a closed peer from a silent one, which made a query 2-3x slower
+than a raw socket client. Other resources (INSTR, USB, GPIB, ASRL) keep pyvisa's read and write.
+Where pyvisa-py cannot abort a read (USB, VXI-11 `TCPIP::...::INSTR`, HiSLIP, GPIB: their
+sessions have no `cancel_read`), `interrupt()` returns False and the session is cleared and reused
+once the stuck call has ended (see `session`). pyvisa is imported lazily so that importing the
+drivers (and `python -m station --help`) stays fast.
 """
 
 from __future__ import annotations
@@ -13,22 +15,41 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from drivers.errors import KIND_GARBAGE, KIND_IO, KIND_REFUSED, KIND_TIMEOUT, InstrumentError
-from drivers.transport.seam import get_resource_manager
+from drivers.errors import KIND_IO, KIND_REFUSED
 from drivers.transport.session import (
-    _DRAIN_MAX_S,
-    _DRAIN_QUIET_S,
+    DRAIN_MAX_S,
+    DRAIN_QUIET_S,
     Connection,
+    NoReply,
+    PeerClosed,
     SessionTransport,
-    _NoReply,
-    _PeerClosed,
 )
 from drivers.transport.socket_io import SocketLink
 
+if TYPE_CHECKING:
+    import pyvisa
+
 # pyvisa-py's session table is shared by every resource of the one manager: open one at a time.
 _open_lock = threading.Lock()
+_rm: pyvisa.ResourceManager | None = None
+_rm_lock = threading.Lock()
+
+
+def get_resource_manager() -> pyvisa.ResourceManager:
+    """The process-wide pyvisa-py resource manager, created on first use.
+
+    It is shared by every transport and never closed by one: closing a manager closes the
+    sessions of every instrument opened through it (pyvisa#742).
+    """
+    global _rm
+    with _rm_lock:
+        if _rm is None:
+            import pyvisa
+
+            _rm = pyvisa.ResourceManager("@py")
+        return _rm
 
 
 def _raw_session(inst: Any) -> Any:
@@ -37,11 +58,6 @@ def _raw_session(inst: Any) -> Any:
         return inst.visalib.sessions[inst.session]
     except (AttributeError, KeyError, TypeError):
         return None
-
-
-def _raw_interface(inst: Any) -> Any:
-    """The backend object under a pyvisa-py resource (socket, serial.Serial...), if reachable."""
-    return getattr(_raw_session(inst), "interface", None)
 
 
 class VisaTransport(SessionTransport):
@@ -60,14 +76,14 @@ class VisaTransport(SessionTransport):
         self._call(command, lambda conn: self._send(conn, command, check_peer=True))
 
     def read(self) -> str:
-        return self._call(None, lambda conn: self._receive(conn, None))
+        return self._call(None, self._receive)
 
     def query(self, command: str) -> str:
         """Write `command` and read its reply; no other thread's I/O can come in between."""
 
         def write_then_read(conn: Connection) -> str:
             self._send(conn, command)
-            return self._receive(conn, command)
+            return self._receive(conn)
 
         return self._call(command, write_then_read)
 
@@ -77,7 +93,8 @@ class VisaTransport(SessionTransport):
         def write_then_read(conn: Connection) -> bytes:
             self._send(conn, command)
             if conn.link is not None:
-                return conn.link.read_exact(count, self.timeout_ms / 1000)
+                data: bytes = conn.link.read_exact(count, self.timeout_ms / 1000)
+                return data
             return bytes(conn.inst.read_bytes(count))
 
         return self._call(command, write_then_read)
@@ -92,14 +109,16 @@ class VisaTransport(SessionTransport):
         # A send to a closed peer succeeds: a write that no read follows would be lost silently.
         # (A query's read sees the EOF at once.)
         if check_peer and link.peer_closed():
-            raise _PeerClosed("closed by the instrument")
+            raise PeerClosed("closed by the instrument")
         link.send(command)
 
-    def _receive(self, conn: Connection, command: str | None) -> str:
+    def _receive(self, conn: Connection) -> str:
         link = conn.link
         if link is None:
-            return conn.inst.read()
-        return link.read_line(self.timeout_ms / 1000)
+            reply: str = conn.inst.read()
+            return reply
+        line: str = link.read_line(self.timeout_ms / 1000)
+        return line
 
     def _apply_timeout(self, conn: Connection) -> None:
         conn.inst.timeout = self.timeout_ms
@@ -122,81 +141,65 @@ class VisaTransport(SessionTransport):
             kind = KIND_REFUSED if _looks_refused(exc) else KIND_IO
             raise self._error(f"cannot open: {exc}", kind=kind) from exc
         session = _raw_session(inst)
-        sock = None
-        abort = None
-        link = None
-        if self.resource.upper().endswith("::SOCKET"):
-            sock = getattr(session, "interface", None)
-            try:
-                # pyvisa-py's connect does not check the outcome: a refused port "opens".
-                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if err:
-                    raise ConnectionRefusedError(err, os.strerror(err))
-                # pyvisa-py leaves Nagle on: 40+ ms per write-then-query without this.
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except (OSError, AttributeError) as exc:
-                inst.close()
-                kind = KIND_REFUSED if isinstance(exc, ConnectionRefusedError) else KIND_IO
-                raise self._error(f"cannot open: {exc}", kind=kind) from exc
-            link = SocketLink(sock, self.read_termination, self.write_termination)
-        else:
-            abort = getattr(getattr(session, "interface", None), "cancel_read", None)
-        conn = Connection(inst, sock=sock, session=session, abort=abort, link=link)
+        interface = getattr(session, "interface", None)
+        if not self.resource.upper().endswith("::SOCKET"):
+            # pyserial (ASRL) can cancel a read; USB, VXI-11, HiSLIP and GPIB sessions cannot.
+            abort = getattr(interface, "cancel_read", None)
+            conn = Connection(inst, session=session, abort=abort)
+            conn.applied_timeout_ms = self.timeout_ms
+            return conn
+        try:
+            if not isinstance(interface, socket.socket):
+                raise OSError(f"no socket in the pyvisa-py session ({type(interface).__name__})")
+            # pyvisa-py's connect does not check the outcome: a refused port "opens".
+            err = interface.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                raise ConnectionRefusedError(err, os.strerror(err))
+            # pyvisa-py leaves Nagle on: 40+ ms per write-then-query without this.
+            interface.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:
+            inst.close()
+            kind = KIND_REFUSED if isinstance(exc, ConnectionRefusedError) else KIND_IO
+            raise self._error(f"cannot open: {exc}", kind=kind) from exc
+        link = SocketLink(interface, self.read_termination, self.write_termination)
+        conn = Connection(inst, sock=interface, session=session, link=link)
         conn.applied_timeout_ms = self.timeout_ms
         return conn
 
-    def _translate(
-        self, conn: Connection, exc: Exception, command: str | None, what: str
-    ) -> InstrumentError:
-        """Turn a backend exception into an InstrumentError and leave the link usable."""
+    # -- hooks of SessionTransport._translate ------------------------------------------------
+
+    def _partial_reply(self, conn: Connection, exc: Exception) -> bytes | None:
+        if isinstance(exc, NoReply):
+            return bytes(conn.link.buffer) if conn.link is not None else exc.data
         from pyvisa import VisaIOError
         from pyvisa.constants import StatusCode
 
-        timed_out = isinstance(exc, _NoReply) or (
-            isinstance(exc, VisaIOError) and exc.error_code == StatusCode.error_timeout
-        )
-        if timed_out:
-            if conn.link is not None:
-                partial = bytes(conn.link.buffer)
-            else:
-                partial = bytes(getattr(conn.session, "_pending_buffer", b"") or b"")
-            if conn.sock is not None:
-                # The reply may still come, later than any drain waits, and would then be read
-                # as the answer to the next query. A fresh connection cannot carry it: the next
-                # call reconnects (what a device clear does for USB and VXI-11).
-                self._detach(conn)
-            elif not self._drain(conn):
-                return self._lost(conn, "closed by the instrument", command, what)
-            target = f"to {command!r}" if command is not None else "(read)"
-            if partial:
-                return self._error(
-                    f"incomplete reply {target} within {self.timeout_ms} ms: got "
-                    f"{partial[:60]!r} but no read termination {self.read_termination!r}",
-                    command,
-                    KIND_TIMEOUT,
-                )
-            return self._error(
-                f"no reply within {self.timeout_ms} ms {target}", command, KIND_TIMEOUT
-            )
-        if isinstance(exc, UnicodeDecodeError):
-            self._drain(conn)
-            return self._error(f"reply to {what} is not ASCII text", command, KIND_GARBAGE)
-        if isinstance(exc, _PeerClosed):
-            return self._lost(conn, "closed by the instrument", command, what)
-        # Anything else (OSError such as refused/broken pipe, other VISA errors) leaves the
-        # session in an unknown state: drop it so the next call reconnects.
-        if isinstance(exc, ConnectionRefusedError):
-            return self._lost(conn, "connection refused", command, what)
-        if isinstance(exc, OSError):
-            return self._lost(conn, str(exc) or type(exc).__name__, command, what)
-        self._detach(conn)
-        return self._error(f"I/O error during {what}: {exc}", command, KIND_IO)
+        if isinstance(exc, VisaIOError) and exc.error_code == StatusCode.error_timeout:
+            return bytes(getattr(conn.session, "_pending_buffer", b"") or b"")
+        return None
+
+    def _partial_hint(self) -> str:
+        return f" but no read termination {self.read_termination!r}"
+
+    def _settle_after_timeout(self, conn: Connection) -> bool:
+        if conn.sock is not None:
+            # The reply may still come, later than any drain waits, and would then be read as
+            # the answer to the next query. A fresh connection cannot carry it: the next call
+            # reconnects (what a device clear does for USB and VXI-11).
+            self._detach(conn)
+            return True
+        return self._drain(conn)
 
     def _drain(self, conn: Connection) -> bool:
-        """Discard whatever is buffered or still arriving; False if the peer has closed."""
+        """Discard whatever is buffered or still arriving; False if the peer has closed.
+
+        On a ::SOCKET, read until quiet; on other sessions, a device clear (viClear), which
+        also ends a transfer the instrument is still in.
+        """
         if conn.link is not None:
             # Our own loop rather than inst.clear(): pyvisa-py's spins forever on a closed peer.
-            return conn.link.drain(_DRAIN_QUIET_S, _DRAIN_MAX_S)
+            drained: bool = conn.link.drain(DRAIN_QUIET_S, DRAIN_MAX_S)
+            return drained
         try:
             conn.inst.clear()
         except Exception:

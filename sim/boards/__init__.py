@@ -1,4 +1,9 @@
-"""DUT models the simulated bench can put on its fixture."""
+"""DUT models the simulated bench can put on its fixture.
+
+A board model turns what the bench's supplies apply into what its test points show (rails that
+settle, ripple, input current) and carries the fault modes a serial number or `--sim-fault`
+selects. `make_board` builds one by name; the twins read it through `sim.bench.Bench`.
+"""
 
 from __future__ import annotations
 

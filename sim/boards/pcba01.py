@@ -56,6 +56,20 @@ class Pcba01:
         steady = max(0.0, min(target, vin - DROPOUT))
         return steady * (1.0 - math.exp(-max(since_power_on_s, 0.0) / SETTLE_TAU_S))
 
+    def rail_mean(self, vin: float, start_s: float, end_s: float) -> float:
+        """The rail averaged from `start_s` to `end_s` after the input came up (closed form).
+
+        What an integrating DMM reads: the mean of `rail_voltage` over its aperture. The rise
+        is steady * (1 - exp(-t/tau)), whose integral from a to b is
+        steady * ((b - a) - tau * (exp(-a/tau) - exp(-b/tau))).
+        """
+        start_s, end_s = max(start_s, 0.0), max(end_s, 0.0)
+        steady = self.rail_voltage(vin)
+        if end_s - start_s <= 1e-12 or steady == 0.0:
+            return self.rail_voltage(vin, start_s)
+        rise = SETTLE_TAU_S * (math.exp(-start_s / SETTLE_TAU_S) - math.exp(-end_s / SETTLE_TAU_S))
+        return steady * (1.0 - rise / (end_s - start_s))
+
     @property
     def ripple_rms(self) -> float:
         """Ripple on the rail (what an AC voltmeter reads while powered)."""

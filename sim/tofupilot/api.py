@@ -11,16 +11,16 @@ from .state import (
     MAX_ISSUE_MESSAGE,
     MAX_ISSUES,
     ApiError,
+    Response,
     StoredAttachment,
     StoredRun,
-    _clip,
-    _now,
-    _public_identity,
-    _Response,
+    clip,
+    now_iso,
+    public_identity,
 )
 
 
-class _Endpoints:
+class Endpoints:
     """The endpoint logic of `TofuPilotEmulator` (its base class; state lives there)."""
 
     procedures: set[str]
@@ -31,7 +31,7 @@ class _Endpoints:
     _lock: threading.RLock
     _by_ref: dict[str, str]
 
-    def _create_run(self, identity: dict[str, Any], body: Any) -> _Response:
+    def _create_run(self, identity: dict[str, Any], body: Any) -> Response:
         issues = self._issues(body)
         if issues:
             raise ApiError(400, f"invalid run: {issues[0]['message']}", issues)
@@ -48,29 +48,29 @@ class _Endpoints:
                 )
             ref = body.get("client_run_ref")
             if ref is not None and ref in self._by_ref:
-                return _Response(200, {"id": self._by_ref[ref]})
+                return Response(200, {"id": self._by_ref[ref]})
             run_id = str(uuid.uuid4())
             self.runs[run_id] = StoredRun(
                 id=run_id,
                 body=body,
-                created_by=_public_identity(identity),
-                created_at=_now(),
+                created_by=public_identity(identity),
+                created_at=now_iso(),
             )
             if ref is not None:
                 self._by_ref[ref] = run_id
-        return _Response(200, {"id": run_id})
+        return Response(200, {"id": run_id})
 
     def _issues(self, body: Any) -> list[dict[str, Any]]:
         errors = sorted(self._validator.iter_errors(body), key=lambda e: list(e.absolute_path))
         return [
             {
-                "message": _clip(error.message, MAX_ISSUE_MESSAGE),
+                "message": clip(error.message, MAX_ISSUE_MESSAGE),
                 "path": list(error.absolute_path),
             }
             for error in errors[:MAX_ISSUES]
         ]
 
-    def _list_runs(self, query: dict[str, list[str]]) -> _Response:
+    def _list_runs(self, query: dict[str, list[str]]) -> Response:
         try:
             limit = int(query.get("limit", ["50"])[0])
             cursor = int(query.get("cursor", ["0"])[0])
@@ -95,7 +95,7 @@ class _Endpoints:
                 runs = [r for r in runs if str(r.body.get(key, "")).lower() in wanted]
         page = runs[cursor : cursor + limit]
         has_more = cursor + limit < len(runs)
-        return _Response(
+        return Response(
             200,
             {
                 "data": [self._run_summary(run) for run in page],
@@ -163,7 +163,7 @@ class _Endpoints:
             "created_by_user": run.created_by.get("user"),
         }
 
-    def _create_attachment(self, run_id: str, body: Any) -> _Response:
+    def _create_attachment(self, run_id: str, body: Any) -> Response:
         name = body.get("name") if isinstance(body, dict) else None
         if not isinstance(name, str) or not 1 <= len(name) <= 255:
             raise ApiError(
@@ -179,9 +179,9 @@ class _Endpoints:
             run.attachments.append(attachment)
             self.attachments[attachment.id] = attachment
         upload_url = f"{self.base}/uploads/{attachment.id}?token={attachment.token}"
-        return _Response(200, {"id": attachment.id, "upload_url": upload_url})
+        return Response(200, {"id": attachment.id, "upload_url": upload_url})
 
-    def _finalize(self, attachment_id: str) -> _Response:
+    def _finalize(self, attachment_id: str) -> Response:
         with self._lock:
             attachment = self.attachments.get(attachment_id)
             if attachment is None:
@@ -189,11 +189,11 @@ class _Endpoints:
             if attachment.data is None:
                 raise ApiError(400, f"attachment {attachment_id!r} has no uploaded file yet")
             attachment.finalized = True
-        return _Response(200, {"url": f"{self.base}/uploads/{attachment.id}"})
+        return Response(200, {"url": f"{self.base}/uploads/{attachment.id}"})
 
     def _upload(
         self, method: str, attachment_id: str, query: dict[str, list[str]], headers: Any, raw: bytes
-    ) -> _Response:
+    ) -> Response:
         with self._lock:
             attachment = self.attachments.get(attachment_id)
         if attachment is None:
@@ -201,7 +201,7 @@ class _Endpoints:
         if method == "GET":
             if attachment.data is None:
                 raise ApiError(404, "nothing uploaded yet")
-            return _Response(
+            return Response(
                 200,
                 attachment.data,
                 {"Content-Type": attachment.content_type or "application/octet-stream"},
@@ -213,10 +213,10 @@ class _Endpoints:
         with self._lock:
             attachment.data = raw
             attachment.content_type = headers.get("Content-Type")
-        return _Response(200, b"")
+        return Response(200, b"")
 
     def _whoami(self, identity: dict[str, Any]) -> dict[str, Any]:
-        public = _public_identity(identity)
+        public = public_identity(identity)
         return {
             "type": identity["type"],
             "station": public.get("station"),

@@ -8,23 +8,23 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
-from .api import _Endpoints
+from .api import Endpoints
 from .faults import Faults
 from .schema import run_schema_validator
-from .server import _Handler, _Server
+from .server import EmulatorServer, RequestHandler
 from .state import (
     ApiError,
     RequestLog,
+    Response,
     StoredAttachment,
     StoredRun,
-    _identity,
-    _json_body,
-    _Response,
     default_keys,
+    identity_of,
+    json_body,
 )
 
 
-class TofuPilotEmulator(_Endpoints):
+class TofuPilotEmulator(Endpoints):
     """TofuPilot v2 on `http://host:port/api`. Start with `start()` or `with`; state is kept
     across stop()/start() (same port), so a test can take the service down and bring it back."""
 
@@ -43,7 +43,7 @@ class TofuPilotEmulator(_Endpoints):
                 "the TofuPilot emulator needs jsonschema: pip install -e '.[test]'"
             ) from None
         self.host, self.port = host, port
-        self.keys = {key: _identity(info) for key, info in (keys or default_keys()).items()}
+        self.keys = {key: identity_of(info) for key, info in (keys or default_keys()).items()}
         self.procedures: set[str] = {p for info in self.keys.values() for p in info["procedures"]}
         self.faults = Faults()
         self.runs: dict[str, StoredRun] = {}
@@ -55,7 +55,7 @@ class TofuPilotEmulator(_Endpoints):
         self._validator = run_schema_validator()
         self._lock = threading.RLock()
         self._by_ref: dict[str, str] = {}
-        self._server: _Server | None = None
+        self._server: EmulatorServer | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
 
@@ -65,7 +65,7 @@ class TofuPilotEmulator(_Endpoints):
         if self._server is not None:
             return self
         self._stopping.clear()
-        server = _Server((self.host, self.port), _Handler)
+        server = EmulatorServer((self.host, self.port), RequestHandler)
         server.emulator = self
         self.port = server.server_address[1]
         self._server = server
@@ -152,18 +152,18 @@ class TofuPilotEmulator(_Endpoints):
 
     # -- request handling (called from the server's threads) ------------------------------------
 
-    def _log(self, entry: RequestLog) -> None:
+    def log_request(self, entry: RequestLog) -> None:
         with self._lock:
             self.requests.append(entry)
         if self._on_request is not None:
             self._on_request(entry)
 
-    def _hold(self, seconds: float) -> None:
+    def hold(self, seconds: float) -> None:
         self._stopping.wait(seconds)
 
-    def _dispatch(
+    def dispatch(
         self, method: str, path: str, query: dict[str, list[str]], headers: Any, raw: bytes
-    ) -> _Response:
+    ) -> Response:
         segments = path.strip("/").split("/")
         if segments[:1] == ["uploads"] and len(segments) == 2:
             return self._upload(method, unquote(segments[1]), query, headers, raw)
@@ -174,19 +174,19 @@ class TofuPilotEmulator(_Endpoints):
         parts = [unquote(s) for s in route]
         match method, parts:
             case "POST", ["runs"]:
-                return self._create_run(identity, _json_body(raw))
+                return self._create_run(identity, json_body(raw))
             case "GET", ["runs"]:
                 return self._list_runs(query)
             case "GET", ["runs", run_id]:
-                return _Response(200, self._run_view(self._run(run_id)))
+                return Response(200, self._run_view(self._run(run_id)))
             case "POST", ["runs", run_id, "attachments"]:
-                return self._create_attachment(run_id, _json_body(raw))
+                return self._create_attachment(run_id, json_body(raw))
             case "POST", ["attachments", attachment_id, "finalize"]:
                 return self._finalize(attachment_id)
             case "GET", ["whoami"]:
-                return _Response(200, self._whoami(identity))
+                return Response(200, self._whoami(identity))
             case "GET", ["stations", "current"]:
-                return _Response(200, self._current_station(identity))
+                return Response(200, self._current_station(identity))
         raise ApiError(404, f"no such endpoint: {method} {path}")
 
     def _authenticate(self, header: str | None) -> dict[str, Any]:

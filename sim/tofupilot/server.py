@@ -8,18 +8,32 @@ import json
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from .state import ApiError, RequestLog, _Response
-
-if TYPE_CHECKING:
-    from .emulator import TofuPilotEmulator
+from .faults import Faults
+from .state import ApiError, RequestLog, Response
 
 
-class _Server(ThreadingHTTPServer):
+class EmulatorCore(Protocol):
+    """What the HTTP front end needs of the emulator (kept a protocol, so this module does not
+    import the emulator that imports it)."""
+
+    faults: Faults
+    requests: list[RequestLog]
+
+    def hold(self, seconds: float) -> None: ...
+
+    def dispatch(
+        self, method: str, path: str, query: dict[str, list[str]], headers: Any, raw: bytes
+    ) -> Response: ...
+
+    def log_request(self, entry: RequestLog) -> None: ...
+
+
+class EmulatorServer(ThreadingHTTPServer):
     daemon_threads = True
-    emulator: TofuPilotEmulator
+    emulator: EmulatorCore
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._connections: set[socket.socket] = set()
@@ -41,9 +55,9 @@ class _Server(ThreadingHTTPServer):
                 conn.close()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like the real service behind its proxy
-    server: _Server
+    server: EmulatorServer
     _ref: str | None = None  # the client_run_ref of the request being handled, if any
 
     def setup(self) -> None:
@@ -75,7 +89,7 @@ class _Handler(BaseHTTPRequestHandler):
         kind, _, arg = action.partition(":")
         if kind in ("drop", "hang"):
             if kind == "hang":
-                emulator._hold(float(arg) if arg else emulator.faults.hang_s)
+                emulator.hold(float(arg) if arg else emulator.faults.hang_s)
             return self._drop(emulator, path, action)
         if kind.isdigit():
             headers = {}
@@ -83,17 +97,17 @@ class _Handler(BaseHTTPRequestHandler):
                 seconds = float(arg) if arg else emulator.faults.retry_after_s
                 headers["Retry-After"] = f"{seconds:g}"
             body = ApiError(int(kind), f"injected fault: {action}").body()
-            return self._answer(emulator, path, action, _Response(int(kind), body, headers))
+            return self._answer(emulator, path, action, Response(int(kind), body, headers))
         if kind == "slow":
-            emulator._hold(float(arg or 0))
+            emulator.hold(float(arg or 0))
         try:
-            response = emulator._dispatch(self.command, path, query, self.headers, raw)
+            response = emulator.dispatch(self.command, path, query, self.headers, raw)
         except ApiError as error:
-            response = _Response(error.status, error.body())
+            response = Response(error.status, error.body())
         except Exception as error:  # a bug in the emulator: answer like a server would
-            response = _Response(500, ApiError(500, f"emulator error: {error!r}").body())
+            response = Response(500, ApiError(500, f"emulator error: {error!r}").body())
         if kind == "hang_after_store":
-            emulator._hold(float(arg) if arg else emulator.faults.hang_s)
+            emulator.hold(float(arg) if arg else emulator.faults.hang_s)
         if kind in ("drop_after_store", "hang_after_store"):
             return self._drop(emulator, path, action)
         self._answer(emulator, path, action, response)
@@ -111,10 +125,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self.rfile.readline()
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-    def _answer(self, emulator: TofuPilotEmulator, path: str, action: str, r: _Response) -> None:
+    def _answer(self, emulator: EmulatorCore, path: str, action: str, r: Response) -> None:
         data = r.body if isinstance(r.body, bytes) else json.dumps(r.body).encode()
         # Logged before answering, so the log is complete as soon as the client has its answer.
-        emulator._log(RequestLog(self.command, path, r.status, action, self._ref))
+        emulator.log_request(RequestLog(self.command, path, r.status, action, self._ref))
         self.send_response(r.status)
         headers = {"Content-Type": "application/json", **r.headers}
         for name, value in headers.items():
@@ -123,8 +137,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _drop(self, emulator: TofuPilotEmulator, path: str, action: str) -> None:
-        emulator._log(RequestLog(self.command, path, None, action, self._ref))
+    def _drop(self, emulator: EmulatorCore, path: str, action: str) -> None:
+        emulator.log_request(RequestLog(self.command, path, None, action, self._ref))
         self.close_connection = True
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)

@@ -108,7 +108,7 @@ class ApiError(Exception):
 
 
 @dataclass
-class _Response:
+class Response:
     status: int
     body: Any  # JSON data, or bytes sent as they are
     headers: dict[str, str] = field(default_factory=dict)
@@ -117,7 +117,7 @@ class _Response:
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _identity(info: Mapping[str, Any]) -> dict[str, Any]:
+def identity_of(info: Mapping[str, Any]) -> dict[str, Any]:
     """A checked copy of one key's description."""
     kind = info.get("type")
     if kind == "station":
@@ -136,11 +136,11 @@ def _identity(info: Mapping[str, Any]) -> dict[str, Any]:
     raise ValueError(f"key type must be 'station' or 'user', got {kind!r}")
 
 
-def _public_identity(identity: dict[str, Any]) -> dict[str, Any]:
+def public_identity(identity: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in identity.items() if k in ("type", "station", "user")}
 
 
-def _json_body(raw: bytes) -> Any:
+def json_body(raw: bytes) -> Any:
     try:
         return json.loads(raw or b"null")
     except ValueError as exc:
@@ -149,9 +149,9 @@ def _json_body(raw: bytes) -> Any:
         ) from None
 
 
-def _clip(text: str, limit: int) -> str:
+def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _now() -> str:
+def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

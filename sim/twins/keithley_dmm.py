@@ -1,13 +1,23 @@
 """Keithley DMM6500 twin: quoted function selection, per-function range and NPLC, `*LANG?`,
-and error-queue entries with extra fields inside the quotes (`0,"No error;0;<time>"`)."""
+and error-queue entries with extra fields inside the quotes (`0,"No error;0;<time>"`).
+A reading integrates over NPLC / line frequency of bench time (1 PLC by default: 20 ms at
+50 Hz) and answers when that is over."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from sim.bench import Bench
-from sim.twins.common import DMM_MAX_RANGE, dmm_reading, nr3
-from sim.twins.scpi import DATA_TYPE_ERROR, Call, ScpiError, ScpiTwin, compile_header
+from sim.twins.common import DMM_MAX_RANGE, dmm_reading, line_frequency, nr3
+from sim.twins.scpi import (
+    DATA_TYPE_ERROR,
+    Call,
+    Handler,
+    ScpiError,
+    ScpiTwin,
+    compile_header,
+)
 
 ILLEGAL_PARAMETER = (-224, "Illegal parameter value")
 # Function key -> the header node naming it, in `:SENS:FUNC "<node>"` and in `:SENS:<node>:...`.
@@ -44,16 +54,18 @@ class SimKeithleyDMM6500(ScpiTwin):
         for key, node in FUNCTIONS.items():
             sense = f"[SENSe#:]{node}"
             self.command(f"{sense}:RANGe[:UPPer]", self._handler(self._set_range, key))
-            self.command(f"{sense}:RANGe[:UPPer]?", lambda call, k=key: nr3(self._range(k)))
+            self.command(f"{sense}:RANGe[:UPPer]?", self._handler(self._range_query, key))
             self.command(f"{sense}:RANGe:AUTO", self._handler(self._set_autorange, key))
-            self.command(f"{sense}:RANGe:AUTO?", lambda call, k=key: str(int(self.auto[k])))
+            self.command(f"{sense}:RANGe:AUTO?", self._handler(self._autorange_query, key))
             if key != "VOLT:AC":  # AC uses a detector bandwidth, not an integration time
                 self.command(f"{sense}:NPLCycles", self._handler(self._set_nplc, key))
-                self.command(f"{sense}:NPLCycles?", lambda call, k=key: nr3(self.nplc[k]))
+                self.command(f"{sense}:NPLCycles?", self._handler(self._nplc_query, key))
             self.command(f"MEASure:{node}?", self._handler(self._measure, key))
         self.command("READ?", lambda call: self._read())
         self.command("*LANG", self._set_language)
         self.command("*LANG?", lambda call: self.language)
+        # The mains frequency, measured at power-on: query only, as on the instrument.
+        self.command("SYSTem:LFRequency?", lambda call: line_frequency(self.bench))
 
     def reset_state(self) -> None:
         self.function = "VOLT:DC"
@@ -71,7 +83,7 @@ class SimKeithleyDMM6500(ScpiTwin):
         return f'{reply[:-1]};{_SEVERITY_ERROR};{stamp}.{int(now * 1000) % 1000:03d}"'
 
     @staticmethod
-    def _handler(method, key: str):
+    def _handler(method: Callable[[str, Call], str | None], key: str) -> Handler:
         return lambda call: method(key, call)
 
     def _select_function(self, call: Call) -> None:
@@ -84,8 +96,14 @@ class SimKeithleyDMM6500(ScpiTwin):
                 return
         raise ScpiError(*ILLEGAL_PARAMETER)
 
-    def _range(self, key: str) -> float:
-        return self.range[key]
+    def _range_query(self, key: str, call: Call) -> str:
+        return nr3(self.range[key])
+
+    def _autorange_query(self, key: str, call: Call) -> str:
+        return str(int(self.auto[key]))
+
+    def _nplc_query(self, key: str, call: Call) -> str:
+        return nr3(self.nplc[key])
 
     def _set_range(self, key: str, call: Call) -> None:
         self.range[key] = call.number(0, low=0.0, high=DMM_MAX_RANGE[key])

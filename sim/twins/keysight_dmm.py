@@ -1,11 +1,12 @@
 """Keysight Truevolt 3446x twins: CONF presets 10 PLC, NPLC from the model's discrete set,
-NR3 replies, `+0,"No error"`."""
+NR3 replies, `+0,"No error"`. A reading (READ?, MEAS?) integrates over NPLC / line frequency
+of bench time and answers when that is over: 200 ms for the default 10 PLC at 50 Hz."""
 
 from __future__ import annotations
 
 from sim.bench import Bench
-from sim.twins.common import DMM_MAX_RANGE, dmm_reading, nr3
-from sim.twins.scpi import Call, ScpiTwin
+from sim.twins.common import DMM_MAX_RANGE, dmm_reading, line_frequency, nr3
+from sim.twins.scpi import Call, Handler, ScpiTwin
 
 # Measurement functions: our short key -> the header node that selects it.
 DMM_FUNCTIONS = {
@@ -35,6 +36,8 @@ class SimKeysight34461A(ScpiTwin):
                 self.command(f"[SENSe:]{node}:NPLCycles?", self._nplc_query_handler(function))
         self.command("READ?", lambda call: self._read())
         self.command("[SENSe:]FUNCtion?", lambda call: f'"{self.function}"')
+        # The mains frequency, measured at power-on: query only, as on the instrument.
+        self.command("SYSTem:LFRequency?", lambda call: line_frequency(self.bench))
 
     def reset_state(self) -> None:
         self.function = "VOLT:DC"
@@ -53,17 +56,20 @@ class SimKeysight34461A(ScpiTwin):
             return DMM_MAX_RANGE[function] if call.args[0].upper() == "MAX" else 0.1
         return call.number(0, low=0.0, high=DMM_MAX_RANGE[function])
 
-    def _configure_handler(self, function: str):
-        return lambda call: self._configure(function, call)
+    def _configure_handler(self, function: str) -> Handler:
+        def configure(call: Call) -> None:
+            self._configure(function, call)
 
-    def _measure_handler(self, function: str):
+        return configure
+
+    def _measure_handler(self, function: str) -> Handler:
         def measure(call: Call) -> str:
             self._configure(function, call)
             return self._read()
 
         return measure
 
-    def _nplc_handler(self, function: str):
+    def _nplc_handler(self, function: str) -> Handler:
         def set_nplc(call: Call) -> None:
             value = call.number(0, low=min(self.NPLC_VALUES), high=max(self.NPLC_VALUES))
             # The instrument rounds up to the next integration time it has.
@@ -71,7 +77,7 @@ class SimKeysight34461A(ScpiTwin):
 
         return set_nplc
 
-    def _nplc_query_handler(self, function: str):
+    def _nplc_query_handler(self, function: str) -> Handler:
         return lambda call: nr3(self.nplc[function])
 
     def _read(self) -> str:

@@ -33,10 +33,6 @@ class CancelToken:
     def cancelled(self) -> bool:
         return self._event.is_set()
 
-    def check(self) -> None:
-        if self._event.is_set():
-            raise PhaseCancelled(self.reason)
-
     def sleep(self, seconds: float) -> None:
         """Sleep, but wake up and raise PhaseCancelled the moment the phase is stopped."""
         if self._event.wait(max(0.0, seconds)):

@@ -7,17 +7,36 @@ so importing a procedure module has no side effects. Order of decorators does no
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ParamSpec, TypeVar, cast
 
 from station.authoring.limits import LimitError, MeasurementSpec
+from station.records.text import did_you_mean
 
-_SPECS_ATTR = "__station_measurements__"
+__all__ = [
+    "HELPER_NAMES",
+    "SKIP",
+    "SPECS_ATTR",
+    "Phase",
+    "PhaseDefinitionError",
+    "Procedure",
+    "did_you_mean",
+    "measure",
+    "phase",
+]
 
-# What a phase can ask for besides instruments (see station.context).
+#: Where `@measure` keeps its specs on a function not (yet) wrapped by `@phase`.
+SPECS_ATTR = "__station_measurements__"
+
+#: What a phase can ask for by name besides instruments (station.authoring.helpers). The one list:
+#: station.yaml refuses an instrument with one of these names, the loader offers them.
 HELPER_NAMES = ("measurements", "log", "dut", "run")
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class _Skip:
@@ -50,11 +69,19 @@ class Phase:
     measurements: tuple[MeasurementSpec, ...] = ()
     params: tuple[str, ...] = field(init=False)  # parameters to inject, by name
     run_if_params: tuple[str, ...] = field(init=False)
+    # Parameters with a default value: never injected (the loader refuses injectable names here).
+    defaulted_params: tuple[str, ...] = field(init=False)
+    run_if_defaulted_params: tuple[str, ...] = field(init=False)
     docstring: str | None = field(init=False)
 
     def __post_init__(self) -> None:
-        self.params = _injectable_params(self.func)
-        self.run_if_params = _injectable_params(self.run_if) if self.run_if else ()
+        _require_plain_function(self.func, "phase")
+        self.params, self.defaulted_params = _parameters(self.func)
+        self.run_if_params, self.run_if_defaulted_params = (
+            _parameters(self.run_if) if self.run_if else ((), ())
+        )
+        if self.run_if is not None:
+            _require_plain_function(self.run_if, "run_if of phase")
         self.docstring = inspect.getdoc(self.func)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -76,22 +103,82 @@ class Phase:
         return f"<Phase {self.name} at {self.source_file}:{self.line}>"
 
 
-def _injectable_params(func: Callable[..., Any]) -> tuple[str, ...]:
-    """Names the runner must supply: every parameter without a default."""
-    names = []
+class PhaseDefinitionError(TypeError):
+    """A function that cannot be a phase as written (async, a generator, `*args`).
+
+    Raised when the phase is declared, so importing the procedure fails at the author's line.
+    `filename` and `line` say where the function is (None when it has no code object); `problem`
+    is the message without them, for callers that display the file their own way.
+    """
+
+    def __init__(self, func: Callable[..., Any], problem: str) -> None:
+        code = getattr(func, "__code__", None)
+        self.filename: str | None = code.co_filename if code else None
+        self.line: int | None = code.co_firstlineno if code else None
+        self.problem = problem
+        super().__init__(f"{self.filename}:{self.line}: {problem}" if code else problem)
+
+
+def _require_plain_function(func: Callable[..., Any], kind: str) -> None:
+    """Refuse what the runner would call and get a coroutine or a generator back.
+
+    Such a call does none of the phase's work and returns at once, so the phase could never
+    measure anything; refused when the phase is declared, not discovered at run time.
+    """
+    target = inspect.unwrap(func)
+    if inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target):
+        what = "an async function"
+    elif inspect.isgeneratorfunction(target):
+        what = "a generator function (it uses yield)"
+    else:
+        return
+    name = getattr(func, "__name__", repr(func))
+    raise PhaseDefinitionError(
+        func,
+        f"{kind} {name!r} is {what}; phases run on their own thread and must be a plain "
+        "function (def without async or yield); call async code with asyncio.run(...)",
+    )
+
+
+def _parameters(func: Callable[..., Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(names the runner must supply, names with a default value) of a phase or run_if."""
+    required: list[str] = []
+    defaulted: list[str] = []
     for param in inspect.signature(func).parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            code = getattr(func, "__code__", None)
-            where = f"{code.co_filename}:{code.co_firstlineno}: " if code else ""
-            raise TypeError(
-                f"{where}phase {func.__name__!r} takes *{param.name}: phases receive "
-                "instruments and helpers by name, so list each one as a parameter"
+            raise PhaseDefinitionError(
+                func,
+                f"phase {func.__name__!r} takes *{param.name}: phases receive "
+                "instruments and helpers by name, so list each one as a parameter",
             )
-        if param.default is param.empty:
-            names.append(param.name)
-    return tuple(names)
+        (required if param.default is param.empty else defaulted).append(param.name)
+    return tuple(required), tuple(defaulted)
 
 
+def _suggest_options(decorator: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Make a decorator factory answer a misspelt keyword with a did-you-mean.
+
+    Python's own message (`got an unexpected keyword argument 'timeout'`) names the typo but not
+    the option meant; this one names both. The signature type checkers see is unchanged.
+    """
+    parameters = inspect.signature(decorator).parameters.values()
+    accepted = {param.name for param in parameters}
+    options = [param.name for param in parameters if param.kind == param.KEYWORD_ONLY]
+
+    @functools.wraps(decorator)
+    def checked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        for key in kwargs:
+            if key not in accepted:
+                raise TypeError(
+                    f"@{decorator.__name__} has no option {key!r}.{did_you_mean(key, options)} "
+                    f"(options: {', '.join(options)})"
+                )
+        return decorator(*args, **kwargs)
+
+    return checked
+
+
+@_suggest_options
 def phase(
     func: Callable[..., Any] | None = None,
     *,
@@ -122,7 +209,7 @@ def phase(
         if isinstance(target, Phase):  # @phase applied twice: the outer options win
             specs, target = target.measurements, target.func
         else:
-            specs = tuple(getattr(target, _SPECS_ATTR, ()))
+            specs = tuple(getattr(target, SPECS_ATTR, ()))
         return Phase(
             func=target,
             name=name or target.__name__,
@@ -136,6 +223,7 @@ def phase(
     return wrap(func) if func is not None else wrap
 
 
+@_suggest_options
 def measure(
     name: str,
     *,
@@ -159,14 +247,15 @@ def measure(
             equals=equals,
             matches=matches,
             one_of=tuple(one_of) if one_of is not None else None,
-            marginal=tuple(marginal) if marginal is not None else None,
+            # A pair by the signature; MeasurementSpec refuses any other length at run time.
+            marginal=cast("tuple[float, float]", tuple(marginal)) if marginal is not None else None,
         )
     except LimitError as exc:
         raise LimitError(f"@measure: {exc}") from None
 
     def add(target: Any) -> Any:
         existing = (
-            target.measurements if isinstance(target, Phase) else getattr(target, _SPECS_ATTR, ())
+            target.measurements if isinstance(target, Phase) else getattr(target, SPECS_ATTR, ())
         )
         if any(other.name == name for other in existing):
             where = getattr(getattr(target, "func", target), "__name__", "?")
@@ -176,7 +265,7 @@ def measure(
         if isinstance(target, Phase):
             target.measurements = specs
         else:
-            setattr(target, _SPECS_ATTR, specs)
+            setattr(target, SPECS_ATTR, specs)
         return target
 
     return add
@@ -206,7 +295,7 @@ class Procedure:
     @property
     def instrument_names(self) -> set[str]:
         """Parameters that are not helpers, i.e. the instruments this procedure touches."""
-        used = set()
+        used: set[str] = set()
         for ph in self.all_phases:
             used.update(ph.params)
             used.update(ph.run_if_params)

@@ -3,7 +3,12 @@
 `InstrumentSet` opens the instruments a procedure uses, puts each in its safe state right away
 (a PSU is off before the operator inserts the next board), and on every way out, normal or not,
 calls `safe_state()` and `close()` on each one. A failure to make one instrument safe never
-keeps the others from being made safe.
+keeps the others from being made safe, and the stop signals (Ctrl-C, SIGTERM, SIGHUP, SIGQUIT)
+are held meanwhile, so a second one cannot skip it.
+
+Closing is final: once `close()` ran, no call on these drivers, from any thread, reopens a
+connection (the transports' `close()` is final), so a phase thread that swallowed its stop
+cannot switch a supply back on after the run.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import threading
 import time
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from drivers import InstrumentError, UnknownDriverError
 from drivers.errors import (
@@ -31,6 +36,14 @@ from drivers.transport.seam import is_serial_resource
 
 log = logging.getLogger("station.instruments")
 
+# The signals that stop a run (station treats them all like SIGTERM: teardown, safe state, an
+# ABORTED record); SIGHUP is a closed terminal or a dropped SSH session. Not all exist on Windows.
+STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
+    getattr(signal, name)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
+    if hasattr(signal, name)
+)
+
 
 def check_drivers(config: Any, names: Collection[str] | None = None) -> None:
     """Every configured driver exists: raise the config error located at its line otherwise."""
@@ -45,16 +58,32 @@ def check_drivers(config: Any, names: Collection[str] | None = None) -> None:
             ) from None
 
 
-def missing_instruments(config: Any, names: Collection[str]) -> list[str]:
-    return sorted(set(names) - set(config.instruments))
-
-
 @dataclass
 class OpenedInstrument:
     name: str
     driver: Any
     identity: str
     round_trip_ms: float  # time to open and identify it (connect + *IDN?)
+
+
+@dataclass(frozen=True)
+class UnabortedIO:
+    """An instrument whose I/O in flight `interrupt()` could not abort (pyvisa-py on USB,
+    VXI-11, HiSLIP, GPIB): the blocked call ends at the instrument's timeout, not now."""
+
+    name: str
+    resource: str
+    timeout_s: float  # the session timeout that bounds the blocked call
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.resource}) cannot abort I/O"
+
+
+class _Interruptible(Protocol):
+    resource: str
+    timeout_ms: int
+
+    def interrupt(self) -> bool | None: ...
 
 
 def measure_round_trip(driver: Any, repeats: int = 5) -> float:
@@ -139,14 +168,18 @@ class InstrumentSet(Mapping[str, Any]):
         self._names = sorted(names)
         self._resources = dict(resources or {})
         self._opened: dict[str, OpenedInstrument] = {}
+        self._closed = False
 
     def open(self) -> InstrumentSet:
         """Connect every instrument (checking it is the configured model) and make it safe.
 
         If one fails, the others are still opened and made safe (a supply left on by a crashed
         run is turned off even though the station cannot start), then every one is closed and
-        the first failure is raised, with the others as notes.
+        the first failure is raised, with the others as notes. A set that was closed cannot be
+        opened again (its drivers are closed for good): build a new one.
         """
+        if self._closed:
+            raise RuntimeError("these instruments were closed for good: open a new InstrumentSet")
         check_drivers(self._config, self._names)
         failures: list[Exception] = []
         try:
@@ -210,26 +243,57 @@ class InstrumentSet(Mapping[str, Any]):
                 )
         return busy
 
-    def interrupt(self) -> None:
-        """Abort I/O in flight on every instrument (a stopped phase may be blocked in a read)."""
+    def interrupt(self) -> list[UnabortedIO]:
+        """Abort I/O in flight on every instrument (a stopped phase may be blocked in a read).
+
+        Returns the instruments whose call in flight could not be aborted (their transport's
+        `interrupt()` returned False): that call ends at its timeout, and the next call, from
+        teardown, waits for it and reuses the session.
+        """
+        unaborted = []
         for item in self._opened.values():
-            _quietly(item.driver.transport.interrupt, item.name, "interrupt")
+            transport: _Interruptible = item.driver.transport
+            try:
+                aborted = transport.interrupt()
+            except Exception as exc:  # one instrument must not keep the others from being freed
+                log.warning("%s: interrupt failed: %s", item.name, exc)
+                continue
+            if aborted is False:
+                unaborted.append(
+                    UnabortedIO(item.name, transport.resource, transport.timeout_ms / 1000)
+                )
+        return unaborted
+
+    def safe_state(self) -> list[str]:
+        """Put every instrument in its safe state now; returns one problem per instrument that
+        could not be made safe or whose safe state was not verified (the PSU drivers read their
+        outputs back and raise when one is still on). Stop signals are held meanwhile."""
+        with _stop_signals_held():
+            return [
+                problem
+                for item in self._opened.values()
+                if (problem := _quietly(item.driver.safe_state, item.name, "safe state"))
+            ]
 
     def close(self) -> list[str]:
-        """Safe state then close, for each instrument; returns the problems met (also logged).
+        """Safe state then close, for each instrument, for good; returns the problems met (also
+        logged). Idempotent.
 
-        Ctrl-C is held off meanwhile: a second press must not leave a supply powered.
+        Stop signals are held meanwhile: a second Ctrl-C (or a SIGTERM/SIGHUP/SIGQUIT) must not
+        leave a supply powered; a held signal is delivered once every instrument is closed.
         """
-        problems = []
-        with _sigint_held_off():
-            problems = self._close_all()
-        return problems
+        self._closed = True
+        with _stop_signals_held():
+            return self._close_all()
 
     def _close_all(self) -> list[str]:
         problems = []
         for item in self._opened.values():
-            for action in ("safe_state", "close"):
-                problem = _quietly(getattr(item.driver, action), item.name, action)
+            for action, what in (
+                (item.driver.safe_state, "safe state"),
+                (item.driver.close, "close"),
+            ):
+                problem = _quietly(action, item.name, what)
                 if problem:
                     problems.append(problem)
         self._opened.clear()
@@ -252,24 +316,32 @@ class InstrumentSet(Mapping[str, Any]):
 
 
 @contextlib.contextmanager
-def _sigint_held_off() -> Iterator[None]:
+def _stop_signals_held() -> Iterator[None]:
+    """Hold STOP_SIGNALS for the block; the first one that arrived is delivered after it, to
+    the handler that was in place before (e.g. KeyboardInterrupt for Ctrl-C)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    pressed = []
-    previous = signal.signal(signal.SIGINT, lambda *_: pressed.append(True))
+    held: list[int] = []
+    previous = {}
+    for signum in STOP_SIGNALS:
+        previous[signum] = signal.signal(signum, lambda number, _frame: held.append(number))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if pressed:
-        raise KeyboardInterrupt
+        for signum, handler in previous.items():
+            if handler is not None:  # None: installed outside Python; cannot be restored
+                signal.signal(signum, handler)
+    if held:
+        signal.raise_signal(held[0])
 
 
 def _quietly(action: Any, name: str, what: str) -> str | None:
+    """Run `action()`; a failure is logged and returned as a problem, never raised: making one
+    instrument safe must not keep the others from being made safe."""
     try:
         action()
-    except (InstrumentError, OSError, ValueError, RuntimeError) as exc:
+    except Exception as exc:
         problem = f"{name}: {what} failed: {exc}"
         log.warning(problem)
         return problem

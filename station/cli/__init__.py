@@ -1,6 +1,8 @@
 """The `station` command: argument parsing, one module per command, and the operator console.
 
 The top layer: it may import every other `station` layer, `drivers` and (for `--sim`) `sim`;
-nothing imports it. `main` holds the parser and the shared exit codes; `upload` the TofuPilot
-commands; `console` what the operator sees during a run.
+nothing imports it. `main` holds the parser and the dispatch (each command's module is imported
+only when it runs); `common` the exit codes, the usage error, config loading, path display and
+the simulated bench, all public; `run`, `check`, `listing` (`station list`), `sim` and `upload`
+(`upload`, `runs`) one command each; `console` what the operator sees during a run.
 """

@@ -1,31 +1,47 @@
 """The TofuPilot side of the `station` command: `upload`, `runs`, and the upload at the end of
-`station run` (bounded, so a dead network never holds the operator)."""
+`station run` (bounded, so a dead network never holds the operator).
+
+`station upload` gives each run its own time budget (`UPLOAD_RUN_BUDGET_S`): one run the server
+never takes in time is left queued and the next one is tried. A run directory whose files are
+damaged is listed as parked with what is wrong, and the others go on.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from station.cli.main import EXIT_FAIL, EXIT_PASS, _display, _load
+from station.cli.common import EXIT_FAIL, EXIT_PASS, display_path, load_config
+
+if TYPE_CHECKING:
+    from station.config.model import StationConfig
+    from station.tofupilot.outbox import Outbox, RunStatus
 
 RUN_UPLOAD_BUDGET_S = 5.0  # the most `station run` waits for TofuPilot after the run
 UPLOAD_TIMEOUT_S = 10.0  # per request in `station upload`
+UPLOAD_RUN_BUDGET_S = 60.0  # per run in `station upload`: then the next run is tried
 
 
-def outbox_for(config: Any, *, timeout_s: float = UPLOAD_TIMEOUT_S) -> Any:
+def outbox_for(config: StationConfig, *, timeout_s: float = UPLOAD_TIMEOUT_S) -> Outbox:
     """The outbox of this station's data_dir; without an API key it can only report."""
     from station.tofupilot.client import TofuPilotClient
     from station.tofupilot.outbox import Outbox
 
     settings = config.tofupilot
     key = os.environ.get(settings.api_key_env, "").strip()
-    factory = (lambda: TofuPilotClient(settings.url, key, timeout_s=timeout_s)) if key else None
-    return Outbox(config.data_path, factory, api_key_env=settings.api_key_env)
+
+    def client() -> TofuPilotClient:
+        return TofuPilotClient(settings.url, key, timeout_s=timeout_s)
+
+    return Outbox(config.data_path, client if key else None, api_key_env=settings.api_key_env)
 
 
-def upload_after_run(outbox: Any, run_dir: Path, api_key_env: str, say: Any) -> None:
+def upload_after_run(
+    outbox: Outbox, run_dir: Path, api_key_env: str, say: Callable[[str], None]
+) -> None:
     """Upload the run just recorded, bounded by RUN_UPLOAD_BUDGET_S; never raises.
 
     The upload runs on a daemon thread joined with the budget, so even what request timeouts
@@ -51,7 +67,7 @@ def upload_after_run(outbox: Any, run_dir: Path, api_key_env: str, say: Any) -> 
         worker.join(RUN_UPLOAD_BUDGET_S + 1.5)
     except KeyboardInterrupt:  # the run is recorded; its exit code stands
         outcome.setdefault("error", "interrupted")
-    status = outcome.get("status")
+    status: RunStatus | None = outcome.get("status")
     later = "send it with 'station upload'"
     if status is None:
         reason = outcome.get("error") or "no answer in time"
@@ -69,12 +85,14 @@ def upload_after_run(outbox: Any, run_dir: Path, api_key_env: str, say: Any) -> 
 def cmd_upload(args: argparse.Namespace) -> int:
     from station.tofupilot.outbox import BUSY, NOT_CONFIGURED, UPLOADED
 
-    config = _load(args)
+    config = load_config(args)
     env = config.tofupilot.api_key_env
     with outbox_for(config) as outbox:
         for run_dir, record in outbox.recover_interrupted():
-            print(f"recovered interrupted run {run_dir.name}: {record.outcome.value}")
-        results = outbox.drain(retry_parked=args.retry_parked)
+            outcome = record.outcome.value if record.outcome is not None else "ERROR"
+            print(f"recovered interrupted run {run_dir.name}: {outcome}")
+        # A directory that cannot be recovered is listed by drain() as parked, with why.
+        results = outbox.drain(retry_parked=args.retry_parked, run_budget_s=UPLOAD_RUN_BUDGET_S)
     for status in results:
         print(_upload_line(status))
     if not results:
@@ -88,11 +106,11 @@ def cmd_upload(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     from station.tofupilot.outbox import Outbox
 
-    config = _load(args)
+    config = load_config(args)
     outbox = Outbox(config.data_path, None, api_key_env=config.tofupilot.api_key_env)
     run_dirs = list(reversed(outbox.run_dirs()))[: max(args.limit, 0)]
     if not run_dirs:
-        print(f"no runs in {_display(config.data_path)}")
+        print(f"no runs in {display_path(config.data_path)}")
         return EXIT_PASS
     print(f"{'started':<21} {'procedure':<10} {'serial':<16} {'outcome':<8} upload")
     for run_dir in run_dirs:
@@ -105,11 +123,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return EXIT_PASS
 
 
-def _upload_line(status: Any) -> str:
+def _upload_line(status: RunStatus) -> str:
     return f"{status.state:<10} {status.run_dir.name}  {_state_text(status, long=True)}"
 
 
-def _state_text(status: Any, long: bool = False) -> str:
+def _state_text(status: RunStatus, long: bool = False) -> str:
     """One run's upload state in a few words: run id, next retry, the hint."""
     state = status.state
     if state == "uploaded":

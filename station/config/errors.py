@@ -8,18 +8,23 @@ never imports the station models: the translator is given the root model class t
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
 
-from pydantic import BaseModel, ValidationError
+from station.records.text import safe_repr, safe_str
+
+if TYPE_CHECKING:  # pydantic is imported where it validates, so importing ConfigError stays cheap
+    from pydantic import BaseModel, ValidationError
 
 __all__ = [
     "ConfigError",
     "Issue",
     "Loc",
+    "display_path",
     "dotted_name",
     "make_error",
     "show_value",
@@ -56,6 +61,20 @@ class ConfigError(Exception):
 # Formatting
 
 
+def display_path(path: str | os.PathLike[str]) -> str:
+    """`path` as the operator should read it: relative to the working directory when it lies
+    under it (`procedures/fvt1.py`), else absolute (never a `../../..` chain).
+
+    The one display rule for every message that names a file: config errors, procedure load
+    errors and the command line all use it, so the same file reads the same everywhere.
+    """
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive on Windows
+        return str(path)
+    return str(path) if relative == ".." or relative.startswith(".." + os.sep) else relative
+
+
 def dotted_name(loc: Iterable[str | int]) -> str:
     out = ""
     for part in loc:
@@ -70,20 +89,20 @@ def _format(display: str | None, line: int | None, field: str | None, message: s
     where = display or ""
     if display and line is not None:
         where = f"{display}:{line}"
-    parts = [p for p in (where, _clip(field, 200)) if p]
+    parts = [p for p in (where, _clip(field or "", 200)) if p]
     return ": ".join([*parts, _clip(message, 2000)])
 
 
-def _clip(text: str | None, limit: int) -> str | None:
+def _clip(text: str, limit: int) -> str:
     """Keys and values echoed in a message are the file's own: a 100 000-character key must
     not become a 100 000-character message."""
-    if text is None or len(text) <= limit:
+    if len(text) <= limit:
         return text
     return text[: limit - 3] + "..."
 
 
 def make_error(
-    display: str | None, file: Path | None, rows: list[tuple[int | None, str, str]]
+    display: str | None, file: Path | None, rows: Sequence[tuple[int | None, str, str]]
 ) -> ConfigError:
     rows = sorted(rows, key=lambda row: (row[0] is None, row[0] or 0))
     message = "\n".join(_format(display, line, field, msg) for line, field, msg in rows)
@@ -103,12 +122,17 @@ def show_value(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    text = repr(value) if isinstance(value, str) else str(value)
+    # Never raises, and never builds more text than is shown (the shared safe_repr/safe_str).
+    show = safe_repr if isinstance(value, str) else safe_str
+    text = show(value, _MAX_SHOWN + 1, "")
     return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
 
 
 def top_level_problem(display: str, data: Any, line: int) -> str:
-    needed = "it must be a mapping with at least 'station:' and 'procedures:' (see DESIGN.md §4)"
+    needed = (
+        "it must be a mapping with at least 'station:' and 'procedures:' "
+        "(see 'station.yaml' in the README)"
+    )
     if data is None:
         return f"{display}: the file is empty; {needed}"
     return f"{display}:{line}: the top level is {show_value(data)}, not a mapping of keys; {needed}"
@@ -135,6 +159,8 @@ def _unwrap(tp: Any) -> Any:
 
 def _model_at(loc: Loc, root: type[BaseModel]) -> type[BaseModel] | None:
     """The model class that validates the mapping at `loc` under `root` (None if not a model)."""
+    from pydantic import BaseModel
+
     tp: Any = root
     for part in loc:
         tp = _unwrap(tp)
@@ -251,6 +277,7 @@ def translate_errors(
     for error in exc.errors(include_url=False):
         loc = tuple(error["loc"])
         kind = error["type"]
+        issue: Issue
         if kind == "missing" and loc and isinstance(loc[-1], int):  # a short [low, high]
             path, value, _ = _walk(data, loc[:-1])
             issue = (lines.get(path), path, _message({"type": "too_short"}, value, None))
@@ -258,7 +285,7 @@ def translate_errors(
             parent, _, rest = _walk(data, loc[:-1])
             name = str(loc[-1])
             where = "top-level key" if not parent else "key"
-            issue: Issue = (lines.get(parent), parent, f"missing required {where} '{name}'")
+            issue = (lines.get(parent), parent, f"missing required {where} '{name}'")
         elif kind == "extra_forbidden":
             path, _, _ = _walk(data, loc)
             message = _unknown_key(str(path[-1]), path[:-1], data, root, default_key_env)

@@ -13,11 +13,13 @@ internals or links, and never echoes anything that looks like a secret.
 
 from __future__ import annotations
 
+import ipaddress
 import keyword
 import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -27,10 +29,13 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from station.authoring.limits import limit_problems
+from station.authoring.procedure import HELPER_NAMES
 from station.config.errors import (
     ConfigError,
     Loc,
@@ -57,9 +62,10 @@ __all__ = [
 
 CONFIG_ENV_VAR = "STATION_CONFIG"
 DEFAULT_CONFIG_NAME = "station.yaml"
+DEFAULT_KEY_ENV = "TOFUPILOT_API_KEY"
+MAX_ENV_NAME_LENGTH = 64  # longer than any variable name a person types
+MAX_CONFIG_BYTES = 1 << 20  # 1 MiB: a station config is a few kB; refused before it is parsed
 
-#: Helper names injected into phase functions; an instrument may not shadow them.
-RESERVED_NAMES = frozenset({"measurements", "log", "dut", "run"})
 
 # --------------------------------------------------------------------------------------------
 # Field checks shared by the models. They raise ValueError with a message written for operators;
@@ -74,10 +80,10 @@ def _no_bool(value: Any) -> Any:
 
 
 def _check_instrument_name(name: str) -> str:
-    if name in RESERVED_NAMES:
+    if name in HELPER_NAMES:  # phases receive these helpers by name: an instrument may not shadow
         raise ValueError(
             f"'{name}' is reserved: phases receive the helpers "
-            f"{', '.join(sorted(RESERVED_NAMES))} under those names, so an instrument called "
+            f"{', '.join(sorted(HELPER_NAMES))} under those names, so an instrument called "
             f"'{name}' could never be injected; choose another name"
         )
     if not name.isidentifier() or keyword.iskeyword(name):
@@ -164,6 +170,8 @@ class LimitOverride(BaseModel):
     """Replaces limits of one measurement declared by a procedure's `@measure`.
 
     Only the fields given replace the procedure's own; the rest keep their declared values.
+    The limits are checked by the rules `@measure` uses (`station.authoring.limits.limit_problems`):
+    a problem with one limit is reported at its key, a contradiction at the measurement's.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -179,27 +187,21 @@ class LimitOverride(BaseModel):
     unit: str | None = None
     description: str | None = None
 
-    @field_validator("matches")
+    @field_validator("low", "high", "matches", "one_of", "marginal")
     @classmethod
-    def _regex_compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"is not a valid regular expression: {exc}") from None
-        return value
-
-    @field_validator("marginal")
-    @classmethod
-    def _marginal_ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
-        if value is not None and value[0] > value[1]:
-            raise ValueError(f"must be [low, high] with low <= high (got [{value[0]}, {value[1]}])")
+    def _limit_is_sound(cls, value: Any, info: ValidationInfo) -> Any:
+        # One limit alone (e.g. a regular expression that does not compile), at its own key.
+        problems = limit_problems(**{str(info.field_name): value})
+        if problems:
+            raise ValueError(problems[0][1])
         return value
 
     @model_validator(mode="after")
-    def _range_ordered(self) -> LimitOverride:
-        if self.low is not None and self.high is not None and self.low > self.high:
-            raise ValueError(f"low ({self.low}) is greater than high ({self.high})")
+    def _limits_agree(self) -> LimitOverride:
+        # The limits given, together (e.g. low above high), at the measurement's key.
+        problems = limit_problems(**self.model_dump(exclude={"unit", "description"}))
+        if problems:
+            raise ValueError(problems[0][1])
         return self
 
 
@@ -242,27 +244,76 @@ class TofuPilotConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # Declared before `url`, whose check reads it (pydantic validates fields in this order).
+    allow_insecure_http: bool = False
     url: str = "https://www.tofupilot.app/api"
-    api_key_env: str = "TOFUPILOT_API_KEY"
+    api_key_env: str = DEFAULT_KEY_ENV
 
     @field_validator("url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
+    def _http_url(cls, value: str, info: ValidationInfo) -> str:
         value = value.strip()
         if not re.match(r"https?://[^/\s]+", value):
             raise ValueError(f"must be an http:// or https:// URL (got {value!r})")
-        return value.rstrip("/")
+        value = value.rstrip("/")
+        host = _url_host(value)
+        insecure = value.lower().startswith("http://") and not _is_loopback(host)
+        if insecure and not info.data.get("allow_insecure_http", False):
+            raise ValueError(
+                f"http:// would send the API key to {host} in cleartext, readable by "
+                "anyone on the network path; use https://, or, only for a server on a "
+                "network you trust, set tofupilot.allow_insecure_http: true"
+            )
+        return value
 
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, value: str) -> str:
-        if not ENV_NAME.fullmatch(value):
-            # Deliberately not echoed: the usual reason is a pasted API key.
+        # Never echoed: the usual reason is a pasted API key, which would then be printed.
+        if not ENV_NAME.fullmatch(value) or looks_like_key(value):
             raise ValueError(
                 "must be the NAME of the environment variable that holds the API key "
-                "(e.g. TOFUPILOT_API_KEY), not the key itself; the key never goes in this file"
+                f"(e.g. {DEFAULT_KEY_ENV}), not the key itself; the key never goes in this "
+                "file (this value looks like a key, so it is not shown)"
             )
         return value
+
+
+def _url_host(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return ""
+
+
+def _is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and `localhost`: http:// there never leaves this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def looks_like_key(value: str) -> bool:
+    """True if `value` looks like a pasted API key rather than an environment variable name.
+
+    Variable names are words (`TOFUPILOT_API_KEY`, `BENCH3_TP_KEY`); keys carry a long random
+    run. A run of at least 16 characters between underscores that mixes upper case, lower case
+    and digits, or a value longer than any sane variable name, is taken for a key.
+    """
+    if len(value) > MAX_ENV_NAME_LENGTH:
+        return True
+    for run in re.split(r"[_\-]", value):
+        if (
+            len(run) >= 16
+            and any(c.isupper() for c in run)
+            and any(c.islower() for c in run)
+            and any(c.isdigit() for c in run)
+        ):
+            return True
+    return False
 
 
 class StationInfo(BaseModel):
@@ -405,12 +456,61 @@ def find_config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     )
 
 
+def _read_text(file: Path, display: str) -> str:
+    """The file's text, refused at once when it is larger than MAX_CONFIG_BYTES.
+
+    Checked before parsing (a 50 MB file took minutes and gigabytes to be refused) and
+    enforced while reading, in case the size changes or is not known (a pipe).
+    """
+    with file.open("rb") as stream:
+        size = os.fstat(stream.fileno()).st_size
+        content = stream.read(MAX_CONFIG_BYTES + 1) if size <= MAX_CONFIG_BYTES else b""
+    if size > MAX_CONFIG_BYTES or len(content) > MAX_CONFIG_BYTES:
+        shown = f"{size:,} bytes" if size > MAX_CONFIG_BYTES else "more than that"
+        raise ConfigError(
+            f"{display}: the file is {shown}; a station config is at most "
+            f"{MAX_CONFIG_BYTES:,} bytes (1 MiB), and a real one a few kB: is it the right file?",
+            path=file,
+        )
+    # As read_text() would: universal newlines.
+    return content.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _refuse_key_expansion(
+    reader: YamlReader, data: dict[str, Any], display: str, file: Path
+) -> None:
+    """Refuse `${...}` of the API key's variable anywhere in the file.
+
+    Expanded, the key would sit in a field that is printed, recorded and uploaded (a station
+    name, a resource string). Checked before validation, so no message quotes the value.
+    The configured variable and the default one are both protected.
+    """
+    section = data.get("tofupilot")
+    configured = section.get("api_key_env") if isinstance(section, dict) else None
+    protected = {DEFAULT_KEY_ENV}
+    if isinstance(configured, str) and ENV_NAME.fullmatch(configured):
+        protected.add(configured)
+    rows = [
+        (
+            line,
+            dotted_name(loc),
+            f"${{{name}}} is the TofuPilot API key's variable: expanded here, the key would be "
+            "printed, recorded and uploaded with this field; the key is read from the "
+            "environment by the uploader only, so remove this reference",
+        )
+        for line, loc, name in reader.expansions
+        if name in protected
+    ]
+    if rows:
+        raise make_error(display, file, rows)
+
+
 def load_config(path: str | os.PathLike[str]) -> StationConfig:
     """Read, expand and validate a station.yaml; raise ConfigError listing every problem."""
     display = os.fspath(path)
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        text = _read_text(file, display)
     except FileNotFoundError:
         raise ConfigError(f"{display}: config file does not exist", path=file) from None
     except IsADirectoryError:
@@ -428,6 +528,7 @@ def load_config(path: str | os.PathLike[str]) -> StationConfig:
     if not isinstance(data, dict):
         line = None if data is None else reader.root_line
         raise ConfigError(top_level_problem(display, data, reader.root_line), path=file, line=line)
+    _refuse_key_expansion(reader, data, display, file)
 
     try:
         config = StationConfig.model_validate(data)

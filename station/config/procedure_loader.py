@@ -2,18 +2,22 @@
 
 Everything a test engineer can get wrong in a procedure file that is knowable without running it is
 reported here, as one paragraph naming the file and line: a module that does not import, a phase
-asking for a parameter nobody provides, a measurement set but never declared, two phases with one
-name, a station.yaml limit override for a measurement that does not exist.
+asking for a parameter nobody provides (or hiding an injectable behind a default value), a
+measurement set but never declared, a function with `@measure` but no `@phase` (it would never
+run, and the unit would PASS without the check), two phases with one name, a station.yaml limit
+override for a measurement that does not exist.
+
+Without a `PHASES` list, the phases are the `Phase` objects bound in the module's namespace, in
+namespace order: where each name was first bound (a `def`, an assignment from a factory, an
+import from a shared module). A Phase bound under two names runs once, at its first name.
 """
 
 from __future__ import annotations
 
 import ast
-import difflib
 import importlib
 import importlib.util
 import inspect
-import os
 import subprocess
 import sys
 import textwrap
@@ -25,26 +29,21 @@ from types import ModuleType
 from typing import Any
 
 from station.authoring.limits import LimitError
-from station.authoring.procedure import HELPER_NAMES, Phase, Procedure
+from station.authoring.procedure import (
+    HELPER_NAMES,
+    SPECS_ATTR,
+    Phase,
+    PhaseDefinitionError,
+    Procedure,
+)
+from station.config.errors import display_path
+from station.records.text import did_you_mean, safe_repr, safe_str
 
 _MAX_DETAIL = 2000  # of an exception's message quoted in a load error
 
 
 class ProcedureError(Exception):
     """A procedure that cannot be loaded, or would fail as written; the message says where, why."""
-
-
-def _display(path: str | Path) -> str:
-    """A path as short as it can be while still being unambiguous for the operator."""
-    try:
-        return os.path.relpath(path)
-    except ValueError:  # another drive on Windows
-        return str(path)
-
-
-def _did_you_mean(name: str, choices: Collection[str]) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
 
 
 def load_procedure(
@@ -61,7 +60,7 @@ def load_procedure(
         hint = (
             f" Did you mean {lowered[procedure_id.lower()]!r}?"
             if procedure_id.lower() in lowered
-            else _did_you_mean(procedure_id, config.procedures)
+            else did_you_mean(procedure_id, config.procedures)
         )
         raise ProcedureError(
             f"unknown procedure {procedure_id!r}: {config.path} lists {known}.{hint}"
@@ -74,7 +73,7 @@ def load_procedure(
     every = [*main, *teardown]
     _check_unique_names(procedure_id, every)
     for ph in every:
-        where = f"{_display(ph.source_file)}:{ph.line}: phase {ph.name!r}: timeout_s"
+        where = f"{display_path(ph.source_file)}:{ph.line}: phase {ph.name!r}: timeout_s"
         _check_timeout(procedure_id, where, ph.timeout_s)
         _check_params(procedure_id, ph, instrument_names)
         _check_measurement_assignments(procedure_id, ph)
@@ -86,7 +85,7 @@ def load_procedure(
             version = str(version)
         except Exception:
             raise ProcedureError(
-                f"procedure {procedure_id}: {_display(str(module.__file__))}: __version__ "
+                f"procedure {procedure_id}: {display_path(str(module.__file__))}: __version__ "
                 "cannot be read as text; set it to a string such as '1.2.0'"
             ) from None
     stop_on_fail = settings.stop_on_fail
@@ -94,7 +93,7 @@ def load_procedure(
         stop_on_fail = bool(getattr(module, "STOP_ON_FAIL", False))
     module_timeout = getattr(module, "TIMEOUT_S", None)
     if settings.timeout_s is None:
-        where = f"{_display(str(module.__file__))}: TIMEOUT_S"
+        where = f"{display_path(str(module.__file__))}: TIMEOUT_S"
         _check_timeout(procedure_id, where, module_timeout)
     return Procedure(
         id=procedure_id,
@@ -120,16 +119,8 @@ def _check_timeout(procedure_id: str, where: str, timeout_s: Any) -> None:
     if not number or not timeout_s > 0:  # `not > 0` also refuses NaN
         raise ProcedureError(
             f"procedure {procedure_id}: {where} must be a positive number of seconds, "
-            f"got {_short_repr(timeout_s)}"
+            f"got {safe_repr(timeout_s, 80)}"
         )
-
-
-def _short_repr(value: Any) -> str:
-    try:
-        text = repr(value)
-    except Exception:
-        return f"a {type(value).__name__}"
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _git_version(source: Path) -> str | None:
@@ -157,7 +148,7 @@ def import_procedure_module(procedure_id: str, spec: str, base_dir: Path) -> Mod
         path = Path(spec) if Path(spec).is_absolute() else base_dir / spec
         if not path.is_file():
             raise ProcedureError(
-                f"procedure {procedure_id}: module file {_display(path)} does not exist"
+                f"procedure {procedure_id}: module file {display_path(path)} does not exist"
             )
         return _exec_file(procedure_id, "station_procedure_" + path.stem, path)
 
@@ -171,7 +162,7 @@ def import_procedure_module(procedure_id: str, spec: str, base_dir: Path) -> Mod
         if exc.name and spec.startswith(exc.name):
             raise ProcedureError(
                 f"procedure {procedure_id}: module {spec!r} not found: looked for "
-                f"{_display(local.with_suffix('.py'))} beside station.yaml and in installed "
+                f"{display_path(local.with_suffix('.py'))} beside station.yaml and in installed "
                 "packages"
             ) from None
         raise _import_failure(procedure_id, spec, exc) from None
@@ -209,61 +200,56 @@ def _exec_file(procedure_id: str, module_name: str, path: Path) -> ModuleType:
 def _import_failure(procedure_id: str, what: str, exc: BaseException) -> ProcedureError:
     """One paragraph: file, line, and the exception, pointing at the procedure's own code."""
     if isinstance(exc, SyntaxError) and exc.filename:
-        where = f"{_display(exc.filename)}:{exc.lineno}"
+        where = f"{display_path(exc.filename)}:{exc.lineno}"
         return ProcedureError(f"procedure {procedure_id}: {where}: syntax error: {exc.msg}")
     frames = traceback.extract_tb(exc.__traceback__)
     # Point at the procedure's own line (a bad @measure, a NameError), not at the framework frame
     # that raised on its behalf; failing that, the deepest frame outside the import machinery.
     own = [f for f in frames if f.filename == what]
     ours = [f for f in frames if "importlib" not in f.filename and f.filename != __file__]
-    frame = (own or ours or frames or [None])[-1]
-    where = f"{_display(frame.filename)}:{frame.lineno}" if frame else what
-    try:
-        detail = str(exc)
-    except BaseException:  # the module's own exception: its __str__ may raise anything
-        detail = "(the exception's message could not be read)"
-    if len(detail) > _MAX_DETAIL:
-        detail = detail[:_MAX_DETAIL] + "... (truncated)"
+    candidates = own or ours or frames
+    frame = candidates[-1] if candidates else None
+    where = f"{display_path(frame.filename)}:{frame.lineno}" if frame else what
+    detail = safe_str(exc, _MAX_DETAIL)  # the module's own exception: its __str__ may raise
     return ProcedureError(
         f"procedure {procedure_id}: {where}: cannot import {what}: {type(exc).__name__}: {detail}"
     )
 
 
 def collect_phases(procedure_id: str, module: ModuleType) -> tuple[list[Phase], list[Phase]]:
-    """The module's phases in run order: `PHASES` if defined, else phases in source order."""
-    where = _display(module.__file__ or module.__name__)
+    """The module's phases in run order: `PHASES` if defined, else in namespace order.
+
+    Namespace order is the order in which the module first bound each name (`def`, assignment,
+    import): a phase built by a factory runs where it is assigned, not where the factory's code
+    is, and a phase imported from a shared module runs where the import stands. A Phase bound
+    under two names runs once, at its first. Nothing with a phase's marks is dropped silently: a
+    function carrying `@measure` that is not a phase is refused.
+    """
+    where = display_path(module.__file__ or module.__name__)
+    phases: list[Phase] = []
     if hasattr(module, "PHASES"):
         if not isinstance(module.PHASES, list | tuple):
             raise ProcedureError(
-                f"procedure {procedure_id}: {where}: PHASES is {_short_repr(module.PHASES)}; "
+                f"procedure {procedure_id}: {where}: PHASES is {safe_repr(module.PHASES, 80)}; "
                 "it must be a list of phase functions, in run order"
             )
-        phases = []
         for index, item in enumerate(module.PHASES):
             if isinstance(item, Phase):
                 phases.append(item)
             elif inspect.isfunction(item):
-                phases.append(
-                    Phase(
-                        func=item,
-                        name=item.__name__,
-                        measurements=tuple(getattr(item, "__station_measurements__", ())),
-                    )
-                )
+                phases.append(_phase_of_plain_function(procedure_id, item))
             else:
                 raise ProcedureError(
                     f"procedure {procedure_id}: {where}: PHASES[{index}] is "
-                    f"{_short_repr(item)}, not a phase function"
+                    f"{safe_repr(item, 80)}, not a phase function"
                 )
     else:
-        phases = sorted(
-            (
-                value
-                for value in vars(module).values()
-                if isinstance(value, Phase) and value.source_file == module.__file__
-            ),
-            key=lambda ph: ph.line,
-        )
+        seen: set[int] = set()
+        for value in vars(module).values():
+            if isinstance(value, Phase) and id(value) not in seen:
+                seen.add(id(value))
+                phases.append(value)
+        _refuse_measure_without_phase(procedure_id, module, phases)
     # Copies, so limit overrides never leak into the module's own phase objects.
     phases = [replace(ph) for ph in phases]
     if not any(not ph.teardown for ph in phases):
@@ -274,14 +260,43 @@ def collect_phases(procedure_id: str, module: ModuleType) -> tuple[list[Phase], 
     return [ph for ph in phases if not ph.teardown], [ph for ph in phases if ph.teardown]
 
 
+def _phase_of_plain_function(procedure_id: str, func: Any) -> Phase:
+    """A function listed in PHASES without `@phase`: a phase with default options."""
+    specs = tuple(getattr(func, SPECS_ATTR, ()))
+    try:
+        return Phase(func=func, name=func.__name__, measurements=specs)
+    except PhaseDefinitionError as exc:  # async, a generator, *args
+        where = f"{display_path(exc.filename)}:{exc.line}: " if exc.filename else ""
+        raise ProcedureError(f"procedure {procedure_id}: {where}{exc.problem}") from None
+
+
+def _refuse_measure_without_phase(
+    procedure_id: str, module: ModuleType, phases: list[Phase]
+) -> None:
+    """A module-level function with `@measure` but no `@phase` would never run: its limits would
+    never be checked and the unit would PASS without them. Refused, naming it."""
+    wrapped = {id(ph.func) for ph in phases}
+    for value in vars(module).values():
+        if inspect.isfunction(value) and hasattr(value, SPECS_ATTR) and id(value) not in wrapped:
+            code = value.__code__
+            where = f"{display_path(code.co_filename)}:{code.co_firstlineno}"
+            raise ProcedureError(
+                f"procedure {procedure_id}: {where}: "
+                f"function {value.__name__!r} has @measure but no @phase, so it would never run "
+                "and its limits would never be checked; add @phase above it (or list it in PHASES)"
+            )
+
+
 def _check_unique_names(procedure_id: str, phases: list[Phase]) -> None:
     seen: dict[str, Phase] = {}
     for ph in phases:
         if ph.name in seen:
             first = seen[ph.name]
+            here = f"{display_path(ph.source_file)}:{ph.line}"
+            there = f"{display_path(first.source_file)}:{first.line}"
             raise ProcedureError(
-                f"procedure {procedure_id}: {_display(ph.source_file)}:{ph.line}: phase name "
-                f"{ph.name!r} is used twice (first at {_display(first.source_file)}:{first.line}); "
+                f"procedure {procedure_id}: {here}: phase name "
+                f"{ph.name!r} is used twice (first at {there}); "
                 "phase names must be unique within a procedure: rename one or pass @phase(name=...)"
             )
         seen[ph.name] = ph
@@ -289,25 +304,33 @@ def _check_unique_names(procedure_id: str, phases: list[Phase]) -> None:
 
 def _check_params(procedure_id: str, ph: Phase, instrument_names: Collection[str]) -> None:
     available = [*sorted(instrument_names), *HELPER_NAMES]
-    for kind, params, func in (
-        ("phase", ph.params, ph.func),
-        ("run_if of phase", ph.run_if_params, ph.run_if),
+    for kind, params, defaulted, func in (
+        ("phase", ph.params, ph.defaulted_params, ph.func),
+        ("run_if of phase", ph.run_if_params, ph.run_if_defaulted_params, ph.run_if),
     ):
+        code = getattr(func, "__code__", None)
+        where = (
+            f"{display_path(code.co_filename)}:{code.co_firstlineno}"
+            if code
+            else display_path(ph.source_file)
+        )
+        for param in defaulted:
+            if param in available:
+                raise ProcedureError(
+                    f"procedure {procedure_id}: {where}: {kind} {ph.name!r} gives {param!r} a "
+                    f"default value, so it is never injected (the default would be used "
+                    f"instead of the {'helper' if param in HELPER_NAMES else 'instrument'}); "
+                    f"remove the default: `{param}` instead of `{param}=...`"
+                )
         for param in params:
             if param in available:
                 continue
-            code = getattr(func, "__code__", None)
-            where = (
-                f"{_display(code.co_filename)}:{code.co_firstlineno}"
-                if code
-                else _display(ph.source_file)
-            )
             instruments = ", ".join(sorted(instrument_names)) or "none"
             raise ProcedureError(
                 f"procedure {procedure_id}: {where}: {kind} {ph.name!r} asks for {param!r}, "
                 "which is "
                 f"neither an instrument in station.yaml ({instruments}) nor a helper "
-                f"({', '.join(HELPER_NAMES)}).{_did_you_mean(param, available)}"
+                f"({', '.join(HELPER_NAMES)}).{did_you_mean(param, available)}"
             )
 
 
@@ -334,10 +357,10 @@ def _check_measurement_assignments(procedure_id: str, ph: Phase) -> None:
                 line = first_line + target.lineno - 1
                 known = ", ".join(sorted(declared)) or "none"
                 raise ProcedureError(
-                    f"procedure {procedure_id}: {_display(ph.source_file)}:{line}: "
+                    f"procedure {procedure_id}: {display_path(ph.source_file)}:{line}: "
                     f"phase {ph.name!r} "
                     f"sets measurement {name!r} but never declares it (declared: {known}); add "
-                    f"@measure({name!r}, ...) above the phase.{_did_you_mean(name, declared)}"
+                    f"@measure({name!r}, ...) above the phase.{did_you_mean(name, declared)}"
                 )
 
 
@@ -370,7 +393,7 @@ def _apply_limit_overrides(
             raise config.error(
                 field,
                 f"procedure {procedure_id} declares no measurement {key!r} "
-                f"(it declares: {', '.join(known) or 'none'}).{_did_you_mean(name, known)}",
+                f"(it declares: {', '.join(known) or 'none'}).{did_you_mean(name, known)}",
             )
         if len(targets) > 1:
             names = ", ".join(f"{ph.name}.{name}" for ph in targets)
@@ -378,9 +401,11 @@ def _apply_limit_overrides(
                 field, f"{name!r} is measured by several phases; write one of: {names}"
             )
         ph = targets[0]
+        spec = ph.spec(name)
+        assert spec is not None  # targets hold only phases that declare it
         values = override.model_dump(exclude_none=True)
         try:
-            new = ph.spec(name).with_overrides(**values)
+            new = spec.with_overrides(**values)
         except (LimitError, TypeError) as exc:
             raise config.error(field, str(exc)) from None
-        ph.measurements = tuple(new if spec.name == name else spec for spec in ph.measurements)
+        ph.measurements = tuple(new if old.name == name else old for old in ph.measurements)

@@ -29,7 +29,7 @@ MAX_DEPTH = 100
 MAX_VALUES = 100_000
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type information
     """SafeLoader used only to compose nodes and construct scalars; we build containers."""
 
     _depth = 0
@@ -69,6 +69,9 @@ class YamlReader:
         self._flattened: set[int] = set()
         self._merging: set[int] = set()
         self._values = 0
+        #: Every `${NAME}` expanded, as (line, location, NAME): lets the caller refuse
+        #: variables that must never be copied into the file (the API key's).
+        self.expansions: list[tuple[int, Loc, str]] = []
 
     def read(self) -> Any:
         try:
@@ -230,6 +233,7 @@ class YamlReader:
                     )
                 )
                 return token
+            self.expansions.append((line, loc, name))
             current = os.environ.get(name)
             if current:
                 return current

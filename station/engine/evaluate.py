@@ -7,7 +7,7 @@ raises, ints too large for JSON, NaN): the run has to be recorded whatever the p
 
 from __future__ import annotations
 
-import math
+import numbers
 import os
 import traceback
 from pathlib import Path
@@ -16,8 +16,18 @@ from typing import Any
 from station.authoring.helpers import Measurements
 from station.authoring.limits import check
 from station.records.model import ErrorInfo, MeasurementRecord, ValidatorRecord
+from station.records.text import MAX_TEXT, safe_repr, safe_str, truncate
 
-MAX_MESSAGE = 10_000
+__all__ = [
+    "MAX_MESSAGE",
+    "error_info",
+    "measurement_records",
+    "recordable_metadata",
+    "safe_repr",
+    "safe_str",
+]
+
+MAX_MESSAGE = MAX_TEXT  # characters of a message, traceback or text value a record keeps
 _MAX_INT = 1 << 1000  # beyond this JSON readers (run.json) refuse the number
 
 
@@ -67,47 +77,28 @@ def measurement_records(measurements: Measurements) -> list[MeasurementRecord]:
     return records
 
 
-def safe_str(obj: object) -> str:
-    try:
-        text = str(obj)
-    except BaseException:  # the object is the procedure's: its __str__ may raise anything
-        text = f"<{type(obj).__name__}: str() raised>"
-    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "... (truncated)"
-
-
-def safe_repr(obj: object) -> str:
-    try:
-        text = repr(obj)
-    except BaseException:
-        text = f"<{type(obj).__name__}>"
-    return text[:200]
-
-
-NON_FINITE_TEXT = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
-
-
 def recordable_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    """Run metadata with non-finite numbers as text, like measured values."""
-    return {
-        key: NON_FINITE_TEXT[str(value)]
-        if isinstance(value, float) and not math.isfinite(value)
-        else value
-        for key, value in metadata.items()
-    }
+    """Run metadata as the record keeps it: a copy. Non-finite numbers stay numbers, like
+    measured values (the record writes them as an explicit fact: station.records.model)."""
+    return dict(metadata)
 
 
 def _recordable(value: Any) -> Any:
     """Values the record can hold: JSON scalars and lists of them; anything else as its repr."""
     if isinstance(value, float):
-        # Limits were checked on the number; the record keeps non-finite values as text, so
-        # run.json is valid JSON and reads back equal (see station.record).
-        return value if math.isfinite(value) else NON_FINITE_TEXT[str(value)]
+        # Non-finite values stay numbers: the record writes them as an explicit fact, so
+        # run.json is valid JSON and reads back equal (see station.records.model).
+        return value
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):  # beyond _MAX_INT, JSON readers (run.json) refuse the number
         return value if -_MAX_INT < value < _MAX_INT else f"<int of {value.bit_length()} bits>"
     if isinstance(value, str):
-        return value if len(value) <= MAX_MESSAGE else value[:MAX_MESSAGE] + "... (truncated)"
+        return truncate(value, MAX_MESSAGE)
+    if isinstance(value, numbers.Integral):  # numpy's ints and the like: judged as numbers
+        return _recordable(int(value))
+    if isinstance(value, numbers.Real):  # Fraction, numpy's float32: judged as numbers
+        return float(value)
     if isinstance(value, list | tuple) and all(
         isinstance(v, bool | int | float | str) for v in value
     ):

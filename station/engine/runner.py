@@ -1,6 +1,6 @@
 """Runs a procedure: injection, limit checks, retries, timeouts, teardown, abort, outcomes.
 
-The rules (DESIGN.md §3):
+The rules (docs/architecture.md):
 - a measurement outside its decisive limits, or never set (UNSET), fails its phase;
 - an exception makes the phase ERROR; running past its time makes it TIMEOUT;
 - `retries=N` re-runs a FAIL or ERROR attempt up to N more times; every attempt is recorded and
@@ -8,9 +8,22 @@ The rules (DESIGN.md §3):
 - after ERROR, TIMEOUT or ABORTED the remaining main phases are recorded SKIP; after FAIL they
   continue unless the procedure sets `stop_on_fail`;
 - teardown phases always run, with their own timeouts, even after Ctrl-C;
-- run outcome precedence: ABORTED > TIMEOUT > ERROR > FAIL > PASS.
+- run outcome precedence: ABORTED > TIMEOUT > ERROR > FAIL > PASS;
+- after teardown every instrument is put in its safe state and verified (when the runner was
+  given an `InstrumentSet`); a safe state that is not verified makes the run ERROR, whatever
+  else happened, with a reason naming the instrument.
 
-The runner knows nothing about consoles or files: it reports to listeners (`station.events`).
+Safety on a stop: a stopped phase's thread may no longer do instrument I/O (the runner sets
+`refuse_stopped_phase_io` as every instrument's call guard), and a thread that does not let go
+is abandoned and says so in the record (see `station.engine.worker`).
+
+Signals: while `execute()` runs, SIGINT, SIGTERM, SIGHUP and SIGQUIT abort the run (teardown and
+safe state still happen; a second one changes nothing). Once the outcome is decided they are
+held until the record has been handed to every listener (the journal writes run.json then), and
+only then delivered to the handlers that were in place before.
+
+The runner knows nothing about consoles or files: it reports to listeners
+(`station.records.listener`).
 """
 
 from __future__ import annotations
@@ -25,8 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from station.authoring.cancel import CancelToken, PhaseCancelled
-from station.authoring.helpers import Dut, LogCapture, Measurements, RunContext
+from station.authoring.helpers import Dut, LogCapture, Measurements, RunContext, run_logger
 from station.authoring.procedure import SKIP, Phase, Procedure
+from station.bench.instruments import STOP_SIGNALS, InstrumentSet, UnabortedIO
 from station.engine.evaluate import (
     error_info,
     measurement_records,
@@ -34,19 +48,18 @@ from station.engine.evaluate import (
     safe_repr,
     safe_str,
 )
-from station.engine.worker import Job, PhaseWorker
+from station.engine.worker import Job, PhaseWorker, refuse_stopped_phase_io
 from station.records.listener import RunListener
 from station.records.model import (
     AttachmentRecord,
     ErrorInfo,
     LogEntry,
     MeasurementRecord,
-    Outcome,
-    PhaseOutcome,
     PhaseRecord,
     RunRecord,
     utc_now,
 )
+from station.records.outcomes import Outcome, PhaseOutcome
 
 DEFAULT_TEARDOWN_TIMEOUT_S = 30.0
 _POLL_S = 0.05  # how often the main thread looks up from a running phase for Ctrl-C
@@ -61,10 +74,22 @@ _PRECEDENCE = [Outcome.PASS, Outcome.FAIL, Outcome.ERROR, Outcome.TIMEOUT, Outco
 _STOPS_RUN = {PhaseOutcome.ERROR, PhaseOutcome.TIMEOUT, PhaseOutcome.ABORTED}
 _RETRYABLE = {PhaseOutcome.FAIL, PhaseOutcome.ERROR}
 _RUN_IF_FALSE = object()
+_SIGNAL_REASONS = {
+    "SIGINT": "aborted by the operator (Ctrl-C)",
+    "SIGTERM": "station was asked to stop (SIGTERM)",
+    "SIGHUP": "station's terminal was closed (SIGHUP)",
+    "SIGQUIT": "station was asked to quit (SIGQUIT)",
+}
 
 
 class Runner:
-    """Executes one run of a procedure against opened instruments and a DUT."""
+    """Executes one run of a procedure against opened instruments and a DUT.
+
+    `instruments` is usually the run's `InstrumentSet`: then `interrupt_io` and `describe_io`
+    default to its `interrupt()` and `in_flight()`, and the runner puts the bench in its safe
+    state (verified) after teardown, before the record is final. `interrupt_io` returns the
+    instruments whose I/O could not be aborted (or None).
+    """
 
     def __init__(
         self,
@@ -72,7 +97,7 @@ class Runner:
         dut: Dut,
         *,
         instruments: Mapping[str, Any] | None = None,
-        interrupt_io: Callable[[], None] | None = None,
+        interrupt_io: Callable[[], Sequence[UnabortedIO] | None] | None = None,
         describe_io: Callable[[], list[str]] | None = None,
         listeners: Sequence[RunListener] = (),
         operator: str | None = None,
@@ -86,8 +111,16 @@ class Runner:
         self.procedure = procedure
         self.dut = dut
         self._instruments = dict(instruments or {})
+        self._bench = instruments if isinstance(instruments, InstrumentSet) else None
+        if self._bench is not None:
+            interrupt_io = interrupt_io or self._bench.interrupt
+            describe_io = describe_io or self._bench.in_flight
         self._interrupt_io = interrupt_io
         self._describe_io = describe_io
+        self._unaborted: list[UnabortedIO] = []  # from the last stop's interrupt_io()
+        self._unsafe: list[str] = []  # instruments whose safe state was not verified
+        self._outcome_decided = False  # from then on stop signals are held, not acted on
+        self._held_signals: list[int] = []
         self._listeners = list(listeners)
         self._handle_signals = handle_signals
         self._cancel_grace_s = cancel_grace_s
@@ -115,7 +148,7 @@ class Runner:
             metadata=dict(metadata or {}),
         )
         self.run = RunContext(procedure.id, self.record.run_id, self._attach, prompt)
-        self.log = logging.getLogger(f"station.procedure.{procedure.id}")
+        self.log = run_logger(procedure.id)  # the run's own: two runs never share lines
         # What phases may ask for by name, but `measurements` (made fresh for every attempt).
         self._injectables = {**self._instruments, "log": self.log, "dut": self.dut, "run": self.run}
         self._token = CancelToken()
@@ -130,21 +163,30 @@ class Runner:
             self._abort.set()
 
     def execute(self) -> RunRecord:
-        """Run every phase, then teardown, and return the finished record."""
+        """Run every phase, then teardown, then make the bench safe; return the finished record.
+
+        A stop signal that arrives once the outcome is decided is delivered (to the handler in
+        place before) only after every listener got the final record, so it may raise (e.g.
+        KeyboardInterrupt) after run.json is on disk.
+        """
         self._emit("run_started", self.record)
+        self._guard_instruments()
         previous_handlers = self._install_signal_handlers()
-        self.log.addHandler(self._capture)
-        self.log.setLevel(logging.DEBUG)
-        self.log.propagate = False
         try:
-            self._run_main_phases()
-            self._run_teardown()
+            self.log.addHandler(self._capture)
+            self.log.setLevel(logging.DEBUG)
+            self.log.propagate = False
+            try:
+                self._run_main_phases()
+                self._run_teardown()
+                self._make_bench_safe()
+            finally:
+                self.log.removeHandler(self._capture)
+                if self._worker is not None:
+                    self._worker.close()
+            self._finish()
         finally:
-            self.log.removeHandler(self._capture)
             self._restore_signal_handlers(previous_handlers)
-            if self._worker is not None:
-                self._worker.close()
-        self._finish()
         return self.record
 
     # -- phases ---------------------------------------------------------------------------------
@@ -241,9 +283,8 @@ class Runner:
             reason = f"{self._timeout_reason} during phase {ph.name!r}"
         elif status == "timeout":
             reason = f"phase {ph.name!r} timed out after {timeout_s:g} s"
-        if status != "done":
-            reason += self._stuck_on()
-            self._worker.stop(job, reason, self._interrupt_io, self._cancel_grace_s)
+        if reason is not None:  # stopped: timed out or aborted
+            reason = self._stop(ph, job, reason + self._stuck_on())
         self._capture.end_phase()
         self._current_phase = None
 
@@ -263,6 +304,51 @@ class Runner:
             logs=list(logs),
         )
 
+    def _stop(self, ph: Phase, job: Job, reason: str) -> str:
+        """Stop the phase (in stages: see `station.engine.worker`); returns its reason, with
+        what the stop met: I/O that could not be aborted, a thread that had to be abandoned."""
+        assert self._worker is not None
+        self._unaborted = []
+        let_go = self._worker.stop(job, reason, self._interrupt, self._cancel_grace_s)
+        for unaborted in self._unaborted:
+            reason += f"; {unaborted}"
+            if let_go:
+                reason += f": the phase ended at the instrument timeout ({unaborted.timeout_s:g} s)"
+        if not let_go:
+            abandoned = (
+                f"phase thread for {ph.name!r} did not stop; abandoned (its instrument I/O is "
+                "refused from now on)"
+            )
+            self.log.warning(abandoned)  # from this thread: a run-level log entry
+            reason += f"; {abandoned}"
+        return reason
+
+    def _interrupt(self) -> float:
+        """The worker's interrupt hook: abort instrument I/O in flight; returns how long (s) a
+        call that could not be aborted may still block the phase (its instrument timeout)."""
+        if self._interrupt_io is None:
+            return 0.0
+        self._unaborted = list(self._interrupt_io() or ())
+        return max((u.timeout_s for u in self._unaborted), default=0.0)
+
+    def _guard_instruments(self) -> None:
+        """Refuse instrument I/O from the thread of a stopped phase, at the transport (drivers
+        know nothing of the engine: the guard is a plain callable). Instruments without a
+        guard-capable transport (test doubles) are left as they are."""
+        for driver in self._instruments.values():
+            set_guard = getattr(getattr(driver, "transport", None), "set_call_guard", None)
+            if callable(set_guard):
+                set_guard(refuse_stopped_phase_io)
+
+    def _make_bench_safe(self) -> None:
+        """After teardown, every instrument in its safe state, verified, before the record is
+        final: a problem here makes the run ERROR (see `_finish`) and is logged as an error."""
+        if self._bench is None:
+            return
+        self._unsafe = self._bench.safe_state()
+        for problem in self._unsafe:
+            self.log.error(f"NOT SAFE: {problem}")
+
     def _stuck_on(self) -> str:
         """' while waiting on dmm (...): 'READ?' in progress for 2.0 s', or '' if no I/O was."""
         if self._describe_io is None:
@@ -279,13 +365,13 @@ class Runner:
             if self._abort.is_set() and not teardown:
                 return "abort"
             if deadline is None:
-                if job.wait(_POLL_S):
+                if job.done.wait(_POLL_S):
                     return "done"
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return "done" if job.is_done() else "timeout"
-            if job.wait(min(remaining, _POLL_S)):
+                return "done" if job.done.is_set() else "timeout"
+            if job.done.wait(min(remaining, _POLL_S)):
                 return "done"
 
     def _judge(
@@ -297,9 +383,9 @@ class Runner:
         measurements: list[MeasurementRecord],
     ) -> tuple[PhaseOutcome, ErrorInfo | None, str | None]:
         if status == "timeout":
-            return PhaseOutcome.TIMEOUT, ErrorInfo(type="Timeout", message=reason), reason
+            return PhaseOutcome.TIMEOUT, ErrorInfo(type="Timeout", message=reason or ""), reason
         if status == "abort":
-            return PhaseOutcome.ABORTED, ErrorInfo(type="Aborted", message=reason), reason
+            return PhaseOutcome.ABORTED, ErrorInfo(type="Aborted", message=reason or ""), reason
         if error is not None:
             if isinstance(error, PhaseCancelled):  # cancelled by a racing stop
                 return (
@@ -322,6 +408,7 @@ class Runner:
     # -- the run --------------------------------------------------------------------------------
 
     def _finish(self) -> None:
+        self._outcome_decided = True  # a stop signal from now on waits until the record is out
         record = self.record
         outcome = Outcome.PASS
         final_attempts = _final_attempts(record.phases)
@@ -343,13 +430,24 @@ class Runner:
                 Outcome.ERROR,
                 "every phase was skipped: nothing was tested",
             )
+        if self._unsafe:  # a bench not known to be safe outranks every other outcome
+            before = f" (the run had ended {outcome}: {record.outcome_reason})"
+            outcome, record.outcome_reason = (
+                Outcome.ERROR,
+                "safe state NOT verified, check the bench before touching the unit: "
+                + "; ".join(self._unsafe)
+                + (before if outcome != Outcome.PASS else ""),
+            )
         record.outcome = outcome
         record.marginal = outcome == Outcome.PASS and any(
             m.marginal for rec in final_attempts for m in rec.measurements
         )
+        # The unit as the phases left it (a phase may read its revision from the board).
+        record.part_number, record.revision = self.dut.part_number, self.dut.revision
+        record.batch_number = self.dut.batch_number
         record.sub_units = list(self.dut.sub_units)
         record.metadata.update(recordable_metadata(self.run.metadata))
-        record.logs = self._capture.run_logs
+        record.logs = self._capture.finish()
         record.ended_at = utc_now()
         self._emit("run_ended", record)
 
@@ -381,21 +479,28 @@ class Runner:
 
     # -- signals --------------------------------------------------------------------------------
 
-    def _install_signal_handlers(self) -> dict[int, Any]:
+    def _install_signal_handlers(self) -> dict[signal.Signals, Any]:
         if not self._handle_signals or threading.current_thread() is not threading.main_thread():
             return {}
         previous = {}
-        for signum, reason in (
-            (signal.SIGINT, "aborted by the operator (Ctrl-C)"),
-            (signal.SIGTERM, "station was asked to stop (SIGTERM)"),
-        ):
-            previous[signum] = signal.signal(signum, lambda *_, r=reason: self.abort(r))
+        for signum in STOP_SIGNALS:
+            previous[signum] = signal.signal(signum, self._on_signal)
         return previous
 
-    @staticmethod
-    def _restore_signal_handlers(previous: dict[int, Any]) -> None:
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self._outcome_decided:
+            self._held_signals.append(signum)
+        else:
+            self.abort(_SIGNAL_REASONS.get(signal.Signals(signum).name, f"signal {signum}"))
+
+    def _restore_signal_handlers(self, previous: dict[signal.Signals, Any]) -> None:
+        """Put back the handlers in place before; then deliver the first signal that was held
+        (the record is out by now), e.g. as KeyboardInterrupt."""
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            if handler is not None:  # None: installed outside Python; cannot be restored
+                signal.signal(signum, handler)
+        if previous and self._held_signals:
+            signal.raise_signal(self._held_signals[0])
 
 
 def _call_phase(
@@ -405,9 +510,11 @@ def _call_phase(
     if ph.run_if is None:
         return ph.func
 
+    run_if = ph.run_if
+
     def call(**kwargs: Any) -> Any:
         available = {**injectables, "measurements": measurements}
-        if not ph.run_if(**{name: available[name] for name in ph.run_if_params}):
+        if not run_if(**{name: available[name] for name in ph.run_if_params}):
             return _RUN_IF_FALSE
         return ph.func(**kwargs)
 

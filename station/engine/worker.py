@@ -1,20 +1,28 @@
 """The thread phases run on, and how a running phase is stopped.
 
 One long-lived worker thread runs phase after phase (a queue hand-off costs microseconds; a fresh
-thread per phase costs ~0.15 ms). Stopping a phase (timeout, Ctrl-C) uses every lever in turn:
+thread per phase costs ~0.15 ms). Stopping a phase (timeout, Ctrl-C) goes in stages, gentlest
+first, so that a phase that can exit cleanly does:
 
-1. its cancel token is set: `run.sleep()` wakes at once and measurements can no longer be set;
-2. the caller's `interrupt` hook aborts instrument I/O in flight (the transport drops its socket,
-   so a read blocked on an instrument that will never answer returns now, not at the VISA timeout);
-3. `PhaseCancelled` is raised asynchronously in the thread, which stops pure-Python loops.
+1. the thread is marked stopped (`PhaseThread.stop_reason`): from now on its instrument I/O is
+   refused at the transport boundary (`refuse_stopped_phase_io` is the runner's call guard);
+   its cancel token is set, so `run.sleep()` wakes at once and measurements can no longer be
+   set; the caller's `interrupt` hook aborts instrument I/O in flight (a read blocked on an
+   instrument that will never answer returns now, not at the VISA timeout);
+2. a short grace for the phase to exit by itself (longer when some I/O could not be aborted:
+   then the phase is waited for until that call ends at its instrument timeout);
+3. only then `PhaseCancelled` is raised asynchronously in the thread, which stops pure-Python
+   loops. It is never injected earlier: an exception landing inside a library that holds a lock
+   (pyvisa-py closing a session, `logging`) can deadlock the teardown that follows.
 
 A worker that has been stopped is retired, whether or not its thread let go in time: the next
-phase gets a fresh worker, so a thread stuck in a C call can never delay the run or teardown.
+phase gets a fresh worker, so a thread stuck in a C call, or a phase that swallows every
+exception, can never delay the run or teardown. Such a thread is abandoned (it is a daemon) and
+can no longer reach an instrument.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import threading
 from collections.abc import Callable
@@ -24,10 +32,27 @@ from typing import Any
 from station.authoring.cancel import CancelToken, PhaseCancelled, bind_token
 
 
-class Job:
-    """One phase call handed to the worker."""
+class PhaseThread(threading.Thread):
+    """The daemon thread of a `PhaseWorker`; `stop_reason` is set once its phase is stopped."""
 
-    __slots__ = ("_done", "_lock", "error", "finished", "func", "kwargs", "result", "token")
+    stop_reason: str | None = None
+
+
+def refuse_stopped_phase_io() -> str | None:
+    """A transport call guard: why the calling thread may not do instrument I/O, or None.
+
+    Only a phase thread whose phase was stopped (timed out, aborted) is refused; the main
+    thread (safe state, close) and the threads of phases still running are not. The guard reads
+    the calling thread only, so one function serves every run and every instrument.
+    """
+    thread = threading.current_thread()
+    return thread.stop_reason if isinstance(thread, PhaseThread) else None
+
+
+class Job:
+    """One phase call handed to the worker: `done` is set once `result` or `error` is final."""
+
+    __slots__ = ("done", "error", "func", "kwargs", "result", "token")
 
     def __init__(
         self, func: Callable[..., Any], kwargs: dict[str, Any], token: CancelToken
@@ -37,34 +62,16 @@ class Job:
         self.token = token
         self.result: Any = None
         self.error: BaseException | None = None
-        self.finished = False
-        self._lock = threading.Lock()
-        # A bare lock held until the job is over: cheaper than an Event on the per-phase path.
-        self._done = threading.Lock()
-        self._done.acquire()
-
-    def wait(self, timeout: float) -> bool:
-        """True once the job is over (result or error set), waiting at most `timeout` seconds."""
-        if self._done.acquire(timeout=timeout):
-            self._done.release()
-            return True
-        return False
-
-    def is_done(self) -> bool:
-        return not self._done.locked()
-
-    def _mark_done(self) -> None:
-        if self._done.locked():
-            self._done.release()
+        self.done = threading.Event()
 
 
 class PhaseWorker:
-    """A daemon thread that runs submitted jobs one at a time until stopped or retired."""
+    """A daemon thread that runs submitted jobs one at a time until stopped or closed."""
 
     def __init__(self) -> None:
         self._jobs: SimpleQueue[Job | None] = SimpleQueue()
         self._retired = False
-        self._thread = threading.Thread(target=self._loop, name="station-phase", daemon=True)
+        self._thread = PhaseThread(target=self._loop, name="station-phase", daemon=True)
         self._thread.start()
 
     @property
@@ -73,6 +80,7 @@ class PhaseWorker:
 
     @property
     def retired(self) -> bool:
+        """True once a job was stopped or the worker closed: it takes no more jobs."""
         return self._retired
 
     def submit(self, func: Callable[..., Any], kwargs: dict[str, Any], token: CancelToken) -> Job:
@@ -81,41 +89,50 @@ class PhaseWorker:
         return job
 
     def _loop(self) -> None:
-        while not self._retired:
-            job = self._jobs.get()
-            if job is None:
-                return
-            try:
+        job: Job | None = None
+        try:
+            while (job := self._jobs.get()) is not None:
                 bind_token(job.token)
                 try:
                     job.result = job.func(**job.kwargs)
                 except BaseException as exc:  # the runner decides what every exception means
                     job.error = exc
-                with job._lock:
-                    job.finished = True
-            except PhaseCancelled as exc:
-                # Delivered after the phase returned but before it was marked finished.
-                job.error = job.error or exc
-            finally:
-                bind_token(None)
-                job._mark_done()
+                finally:
+                    bind_token(None)
+                    job.done.set()
+        except PhaseCancelled:
+            # A stop's asynchronous exception that arrived just after its phase returned. The
+            # worker was retired by that stop: end the thread quietly.
+            if job is not None:
+                job.done.set()
 
     def stop(
-        self, job: Job, reason: str, interrupt: Callable[[], None] | None, grace_s: float
+        self, job: Job, reason: str, interrupt: Callable[[], float] | None, grace_s: float
     ) -> bool:
-        """Stop `job` and retire this worker. True if the thread let go within `grace_s`."""
+        """Stop `job` in stages (see the module docstring) and retire this worker.
+
+        `interrupt()` aborts instrument I/O in flight and returns how long (s) a call it could
+        not abort may still block the phase (0 if none): the cooperative wait is that much
+        longer. True if the thread let go, False if it was abandoned.
+        """
         self._retired = True
-        job.token.cancel(reason)
-        if interrupt is not None:
-            with contextlib.suppress(Exception):  # best effort: the async exception still applies
-                interrupt()
-        with job._lock:
-            if not job.finished and self._thread.ident is not None:
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                    ctypes.c_ulong(self._thread.ident), ctypes.py_object(PhaseCancelled)
-                )
         self._jobs.put(None)
-        return job.wait(grace_s)
+        self._thread.stop_reason = f"the phase on this thread was stopped ({reason})"
+        job.token.cancel(reason)
+        unabortable_s = 0.0
+        if interrupt is not None:
+            try:
+                unabortable_s = interrupt()
+            except Exception:  # best effort: the asynchronous exception still applies
+                unabortable_s = 0.0
+        if job.done.wait(grace_s + unabortable_s):
+            return True
+        ident = self._thread.ident
+        if ident is not None and not job.done.is_set():
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(ident), ctypes.py_object(PhaseCancelled)
+            )
+        return job.done.wait(grace_s)
 
     def close(self) -> None:
         """Let the thread end after its current job (used at the end of a run)."""

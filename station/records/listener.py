@@ -2,7 +2,9 @@
 
 The console, the journal and anything else that follows a run subclass `RunListener` and override
 what they need. The runner calls listeners on its own thread, in order; an exception in a listener
-is recorded in its `failures` list and never stops the run.
+is recorded in its `failures` list and never stops the run. A listener puts in `warnings` what the
+operator should know although nothing was lost (the journal: the disk filled up and the space set
+aside for the run was used).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ class RunListener:
     """No-op base: override the events you care about."""
 
     def __init__(self) -> None:
-        self.failures: list[str] = []
+        self.failures: list[str] = []  # what went wrong: the run's record may be incomplete
+        self.warnings: list[str] = []  # what the operator should know; nothing was lost
 
     def run_started(self, record: RunRecord) -> None:
         """The run begins; `record` has its identity and start time, no phases yet."""

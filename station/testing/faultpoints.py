@@ -3,7 +3,9 @@
 `reached(name)` does nothing unless the environment variable `STATION_FAULT_POINT` equals `name`
 (read on every call, never at import). Then it creates the file named by `STATION_FAULT_MARKER`
 (if set), says so on stderr and sleeps `STATION_FAULT_SLEEP` seconds (default 60), so a test
-can SIGKILL the process at exactly that point, or let it go on after the pause. Points:
+can SIGKILL the process at exactly that point, or let it go on after the pause. With
+`STATION_FAULT_RELEASE` naming a file, the pause ends as soon as that file exists, so a test can
+hold the process at the point for exactly as long as it needs, whatever the machine's load. Points:
 `run_started` (the run directory exists and is claimed, no phase has started),
 `phase:<name>` (that phase has started and is in the journal, it has not ended),
 `record_write` (every phase has ended, the run's final record is not written yet),
@@ -25,6 +27,7 @@ from station.records.model import RunRecord
 ENV_POINT = "STATION_FAULT_POINT"
 ENV_MARKER = "STATION_FAULT_MARKER"
 ENV_SLEEP = "STATION_FAULT_SLEEP"
+ENV_RELEASE = "STATION_FAULT_RELEASE"
 
 
 def armed() -> str | None:
@@ -38,7 +41,14 @@ def reached(name: str) -> None:
     if marker:
         Path(marker).write_text(f"{name} {os.getpid()}\n", encoding="utf-8")
     print(f"station: fault point {name} reached", file=sys.stderr, flush=True)
-    time.sleep(float(os.environ.get(ENV_SLEEP) or 60))
+    pause_s = float(os.environ.get(ENV_SLEEP) or 60)
+    release = os.environ.get(ENV_RELEASE)
+    if not release:
+        time.sleep(pause_s)
+        return
+    deadline = time.monotonic() + pause_s
+    while not Path(release).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 class _BeforeJournal(RunListener):

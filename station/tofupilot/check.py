@@ -9,14 +9,39 @@ unit is tested, beats finding it in a parked upload.
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Mapping
+from typing import Protocol
 
-from station.tofupilot.client import ApiError, TofuPilotClient, TofuPilotError
+from station.tofupilot.client import ApiError, TofuPilotClient, TofuPilotError, api_key_problem
+
+
+class ReportingSettings(Protocol):
+    """What `check_tofupilot` reads of station.yaml's `tofupilot:` section."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def api_key_env(self) -> str: ...
+
+
+class CheckedConfig(Protocol):
+    """What `check_tofupilot` reads of a station config (`StationConfig` has it: this layer
+    does not import the config layer)."""
+
+    @property
+    def tofupilot(self) -> ReportingSettings: ...
+
+    @property
+    def procedures(self) -> Mapping[str, object]: ...
+
 
 CHECK_TIMEOUT_S = 5.0
 
 
-def check_tofupilot(config: Any, *, timeout_s: float = CHECK_TIMEOUT_S) -> tuple[bool, list[str]]:
+def check_tofupilot(
+    config: CheckedConfig, *, timeout_s: float = CHECK_TIMEOUT_S
+) -> tuple[bool, list[str]]:
     """Call whoami and stations/current; return (ok, lines to print).
 
     Not ok: no key, key refused, server unreachable, or a procedure not linked to this station.
@@ -31,6 +56,9 @@ def check_tofupilot(config: Any, *, timeout_s: float = CHECK_TIMEOUT_S) -> tuple
             f"tofupilot: ${env} is not set: runs are recorded but not uploaded; set it to this "
             "station's API key"
         ]
+    problem = api_key_problem(key)
+    if problem is not None:  # never echoed: the variable is named, the key is not
+        return False, [f"tofupilot: ${env} does not hold a usable API key: {problem}"]
     procedures = list(config.procedures)
     lines: list[str] = []
     try:
@@ -54,7 +82,7 @@ def check_tofupilot(config: Any, *, timeout_s: float = CHECK_TIMEOUT_S) -> tuple
         return False, [f"tofupilot: cannot reach {settings.url}: {exc}"]
     name = current.get("name") or station.get("name") or "?"
     lines.append(f"tofupilot: {settings.url}: station key for {name!r} ({org})")
-    linked = set()
+    linked: set[str] = set()
     for item in current.get("procedures") or []:
         if isinstance(item, dict):
             linked.update(str(item[k]) for k in ("id", "name") if item.get(k))

@@ -6,7 +6,10 @@ percent-encode path values, it ignores Retry-After and it imports telemetry. Thi
 - puts a timeout on every request (connect, read, write and pool), overridable per call so a caller
   with a deadline can shrink it;
 - sends the API key only as `Authorization: Bearer ...` to the API itself, never to an upload URL
-  (those point at object storage), and scrubs it from every error text it produces;
+  (those point at object storage), and scrubs it (and any 8+ character start or end of it) from
+  every error text it produces, before any text is cut, and from what httpx and httpcore log;
+- refuses a key that cannot be one (non-ASCII, whitespace, implausible length) without
+  echoing it;
 - turns every failure into one of two typed exceptions, each saying whether a retry may succeed:
   `ApiError` (the server answered with an error status) and `TransportError` (no usable answer:
   connection refused, reset, timeout).
@@ -15,12 +18,21 @@ percent-encode path values, it ignores Retry-After and it imports telemetry. Thi
 from __future__ import annotations
 
 import json
+import logging
+import threading
+import unicodedata
+from collections import Counter
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 MAX_ERROR_BODY = 4096  # bytes of an error body kept for messages (the official CLI keeps 4 KiB)
+MAX_ERROR_SCAN = 1 << 20  # bytes of an error body read at all (scrubbed, then cut)
+MIN_KEY_LENGTH = 16  # shorter is not an API key (and a prefix could not be told from text)
+MAX_KEY_LENGTH = 1024
+MIN_SECRET_FRAGMENT = 8  # a key's prefix or suffix this long is scrubbed wherever it appears
+REDACTED = "***"
 _RETRYABLE_STATUS = frozenset({408, 429})
 _USER_AGENT = "station (TofuPilot v2 client)"
 
@@ -88,11 +100,14 @@ class TofuPilotClient:
     """
 
     def __init__(self, url: str, api_key: str, *, timeout_s: float = 10.0) -> None:
-        if not api_key:
-            raise ValueError("api_key is empty")
+        problem = api_key_problem(api_key)
+        if problem is not None:  # never echo the key: say what is wrong with it
+            raise ValueError(f"the API key is not usable: {problem}")
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self._api_key = api_key
+        self._closed = False
+        _LOG_SCRUBBER.add(api_key)
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout_s),
             headers={"user-agent": _USER_AGENT, "accept": "application/json"},
@@ -111,6 +126,9 @@ class TofuPilotClient:
 
     def close(self) -> None:
         self._http.close()
+        if not self._closed:
+            self._closed = True
+            _LOG_SCRUBBER.discard(self._api_key)
 
     # -- endpoints ------------------------------------------------------------------------------
 
@@ -158,6 +176,7 @@ class TofuPilotClient:
         self, method: str, path: str, body: dict[str, Any] | None, timeout_s: float | None
     ) -> dict[str, Any]:
         headers = {"authorization": f"Bearer {self._api_key}"}
+        content: bytes | None
         if body is not None:
             content = json.dumps(body, allow_nan=False).encode()
             headers["content-type"] = "application/json"
@@ -176,8 +195,7 @@ class TofuPilotClient:
             raise ApiError(
                 response.status_code,
                 "INVALID_RESPONSE",
-                "the server's answer is not a JSON object: "
-                + self._scrub(_truncate(response.content)),
+                "the server's answer is not a JSON object: " + self._body_text(response.content),
             )
         return data
 
@@ -236,15 +254,15 @@ class TofuPilotClient:
                 else:
                     issues.append(str(issue))
         if not message:
-            message = _truncate(response.content) or response.reason_phrase or "no message"
+            message = self._body_text(response.content) or response.reason_phrase or "no message"
         if 300 <= response.status_code < 400:
             location = response.headers.get("location", "?")
             message = f"redirected to {_where(location)}: check tofupilot.url in station.yaml"
         return ApiError(
             response.status_code,
-            code,
-            self._scrub(message[:MAX_ERROR_BODY]),
-            [self._scrub(i[:MAX_ERROR_BODY]) for i in issues[:20]],
+            self._cut(code) if code is not None else None,
+            self._cut(message),
+            [self._cut(i) for i in issues[:20]],
             retry_after_s=_retry_after(response.headers.get("retry-after")),
         )
 
@@ -256,7 +274,17 @@ class TofuPilotClient:
 
     def _scrub(self, text: str) -> str:
         """Never let the key out, even if a server or proxy echoes it back."""
-        return text.replace(self._api_key, "***") if self._api_key else text
+        return scrub_secret(text, self._api_key)
+
+    def _cut(self, text: str) -> str:
+        """Scrubbed, then cut to MAX_ERROR_BODY: a key echoed across the cut is already gone
+        (cutting first would leave all but its last characters)."""
+        return self._scrub(self._scrub(text)[:MAX_ERROR_BODY])
+
+    def _body_text(self, content: bytes) -> str:
+        """An error body as text for a message: scrubbed, cut, stripped."""
+        text = content[:MAX_ERROR_SCAN].decode("utf-8", errors="replace")
+        return self._cut(text).strip()
 
 
 def _seg(value: str) -> str:
@@ -269,8 +297,140 @@ def _where(url: str) -> str:
     return url.split("?", 1)[0]
 
 
-def _truncate(content: bytes) -> str:
-    return content[:MAX_ERROR_BODY].decode("utf-8", errors="replace").strip()
+def api_key_problem(key: str) -> str | None:
+    """What makes `key` unusable as an API key, in words that never quote it; None if fine.
+
+    A key is printable ASCII without whitespace, MIN_KEY_LENGTH to MAX_KEY_LENGTH long. A line
+    break inside it would be written to files in full; a non-ASCII character (an en dash from a
+    copy and paste) cannot go in an HTTP header. Only the bad character's position and kind
+    are named.
+    """
+    for position, char in enumerate(key, 1):
+        if char.isascii() and char.isprintable() and not char.isspace():
+            continue
+        if char in "\r\n":
+            kind = "a line break"
+        elif char == "\t":
+            kind = "a tab"
+        elif char.isspace():
+            kind = "a space" if char == " " else "whitespace"
+        elif not char.isprintable():
+            kind = f"a control character (U+{ord(char):04X})"
+        else:
+            name = unicodedata.name(char, "").lower()
+            kind = f"the non-ASCII character U+{ord(char):04X}" + (f" ({name})" if name else "")
+        return (
+            f"character {position} of {len(key)} is {kind}; an API key is printable ASCII "
+            "without spaces (was it copied from a document that changed a character?)"
+        )
+    if not MIN_KEY_LENGTH <= len(key) <= MAX_KEY_LENGTH:
+        return (
+            f"it is {len(key)} characters long; an API key is {MIN_KEY_LENGTH} to "
+            f"{MAX_KEY_LENGTH} characters (was it cut off, or is it something else?)"
+        )
+    return None
+
+
+def scrub_secret(text: str, secret: str, *, min_fragment: int = MIN_SECRET_FRAGMENT) -> str:
+    """`text` with `secret` replaced by REDACTED, and also every run of at least `min_fragment`
+    characters that is the start of the secret or its end: what is left of a key that a cut
+    (a truncated body, a log window) went through."""
+    if not secret or not text:
+        return text
+    text = text.replace(secret, REDACTED)
+    n = min(min_fragment, len(secret))
+    head, tail = secret[:n], secret[-n:]
+    if head not in text and tail not in text:
+        return text
+    out: list[str] = []
+    i = 0
+    while (start := text.find(head, i)) >= 0:  # prefixes, each extended as far as they match
+        end = start + n
+        while end - start < len(secret) and end < len(text) and text[end] == secret[end - start]:
+            end += 1
+        out += [text[i:start], REDACTED]
+        i = end
+    text = "".join([*out, text[i:]])
+    out, i = [], 0
+    while (end := text.find(tail, i)) >= 0:  # suffixes, each extended back as far as they match
+        end += n
+        start = end - n
+        while (
+            end - start < len(secret)
+            and start > i
+            and text[start - 1] == secret[-(end - start) - 1]
+        ):
+            start -= 1
+        out += [text[i:start], REDACTED]
+        i = end
+    return "".join([*out, text[i:]])
+
+
+class _LogScrubber(logging.Filter):
+    """Scrubs the keys of open clients from what the HTTP libraries log.
+
+    httpx and httpcore log requests and response headers at DEBUG; a proxy or server that
+    echoes the Authorization header would put the key in a log. The filter sits on those
+    libraries' own loggers (a logger's filters do not apply to its children, so on each of
+    them), rewriting a record's message before any handler sees it.
+    """
+
+    LIBRARIES = ("httpx", "httpcore", "h11", "h2", "hpack")
+    KNOWN = (
+        "httpx",
+        "httpcore",
+        "httpcore.connection",
+        "httpcore.http11",
+        "httpcore.http2",
+        "httpcore.proxy",
+        "httpcore.socks",
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._keys: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, key: str) -> None:
+        with self._lock:
+            self._keys[key] += 1
+        self.install()
+
+    def discard(self, key: str) -> None:
+        with self._lock:
+            self._keys[key] -= 1
+            if self._keys[key] <= 0:
+                del self._keys[key]
+
+    def install(self) -> None:
+        """Put the filter on every logger of the HTTP libraries (idempotent)."""
+        names = set(self.KNOWN)
+        for name in list(logging.root.manager.loggerDict):
+            if name.split(".", 1)[0] in self.LIBRARIES:
+                names.add(name)
+        for name in names:
+            logger = logging.getLogger(name)
+            if self not in logger.filters:
+                logger.addFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with self._lock:
+            keys = list(self._keys)
+        if not keys:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: logging reports it; nothing of ours to scrub
+            return True
+        scrubbed = message
+        for key in keys:
+            scrubbed = scrub_secret(scrubbed, key)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
+        return True
+
+
+_LOG_SCRUBBER = _LogScrubber()
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -6,20 +6,20 @@ with capped exponential backoff; 400/401/403/404/409/422 **park** the run with a
 can act on (`policy`). Nothing is ever dropped. A run is uploaded only by the process holding its
 claim (`claim`); others skip it.
 
-Durable writes per run (each an atomic write of upload.json, fsync of the file and its directory):
+Durable writes per run (each an atomic write of upload.json, fsync of the file and its
+directory): the attempt, before anything is sent (with the run's `client_run_ref`, so a process
+that dies after sending sends the same ref next time and the server answers with the run it
+already has); the run id, the moment the server returns it; each attachment step; and the end
+(uploaded, parked, or the next retry). When upload.json cannot be written (full or read-only
+disk), nothing more is sent and the run is not reported as progressing.
 
-- before the first send, the attempt is written only if the run has attachments or a previous
-  attempt (an upload.json). `client_run_ref` is `station-<run id>`, derived from run.json, which
-  is durable before any upload starts: the ref is "on disk before the first send" by
-  construction, and a process that dies before its first write sends the same ref next time (the
-  server answers with the run it already has). Only `attempts` may then undercount.
-- `run_id` is written the moment the server returns it; for a run without attachments that is
-  the same write that marks it uploaded, as nothing is sent in between.
-- attachments, retries, backoff and parking write as before: a run with attachments writes at
-  every step (attempt, run id, attachment id, bytes uploaded, finalize, uploaded).
-
-So a run without attachments costs one durable write instead of three (the outbox drain went
-from 125 to over 200 runs/s).
+A run whose files are damaged (a journal with no readable start, a run.json that is not a run
+record, an upload.json that is not an upload state) is set aside as **parked** with a hint naming
+the file and what is wrong with it; every other run goes on. Each run is tried within its own
+time budget (`drain(run_budget_s=...)`); a run that times out is left queued and the next one
+is tried, so one run the server never accepts in time cannot hold back the others. Only a
+refused connection, a 429, or timeouts on two runs in a row (the server, not the run) stop a
+drain.
 
 Finalize (`POST /v2/attachments/{id}/finalize`) only needs the attachment's id, so a retryable
 failure is retried on later passes, up to `MAX_FINALIZE_TRIES` tries, never by re-creating the
@@ -30,6 +30,7 @@ while tries remain, and `upload()` of it does only that.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -38,20 +39,36 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from station.records.model import RunRecord
-from station.storage.journal import JOURNAL, RUN_JSON, JournalError, read_record, recover
-from station.tofupilot.claim import LOCK_FILE, RunClaim, claimed_before, try_claim
+from station.storage.journal import (
+    JOURNAL,
+    RUN_JSON,
+    JournalError,
+    read_record,
+    recover,
+    unrecoverable,
+)
+from station.tofupilot.claim import (
+    LOCK_FILE,
+    ClaimUnavailable,
+    RunClaim,
+    claimed_before,
+    held_elsewhere,
+    try_claim,
+)
 from station.tofupilot.client import TofuPilotClient, TofuPilotError
 from station.tofupilot.policy import (
     BACKOFF_S,
     MAX_FINALIZE_TRIES,
     MAX_TRIES_PER_CALL,
     MIN_REQUEST_S,
-    _describe,
-    _error_dict,
-    _OutOfTime,
-    _Park,
+    OutOfTime,
+    Park,
     backoff_s,
+    describe_error,
+    error_dict,
     park_hint,
     quick_delay,
 )
@@ -64,14 +81,15 @@ from station.tofupilot.upload_state import (
     QUEUED,
     STATE_FILE,
     UPLOADED,
-    _Attachment,
-    _epoch,
-    _iso,
-    _State,
-    _StateUnreadable,
-    _summary,
+    AttachmentState,
+    RunSummary,
+    StateUnreadable,
+    UploadState,
     client_run_ref_for,
+    epoch,
+    iso,
     load_state,
+    run_summary,
     save_state,
 )
 
@@ -92,6 +110,9 @@ __all__ = [
     "RunStatus",
     "client_run_ref_for",
 ]
+
+_STOPS_A_DRAIN = frozenset({"connect"})  # nothing reached the server: the next run fares alike
+_MAY_BE_THE_RUN = frozenset({"timeout", "connection"})  # perhaps this run's body: go on
 
 RECOVER_MIN_AGE_S = 5.0  # a journal younger than this may be a run that is just starting
 
@@ -202,12 +223,15 @@ class Outbox:
     def status(self, run_dir: Path) -> RunStatus:
         """Where `run_dir` stands, from its files alone (no network, nothing written)."""
         run_dir = Path(run_dir)
-        summary = _summary(run_dir)
+        summary = run_summary(run_dir)
         if not (run_dir / RUN_JSON).is_file():
             if self._maybe_starting(run_dir) or (
-                run_dir not in self._held and self._locked_elsewhere(run_dir)
+                run_dir not in self._held and held_elsewhere(run_dir)
             ):
                 return RunStatus(run_dir, BUSY, **summary, message="run in progress")
+            problem = unrecoverable(run_dir)
+            if problem is not None:
+                return self._set_aside(run_dir, summary, f"cannot be recovered: {problem}")
             return RunStatus(
                 run_dir,
                 INTERRUPTED,
@@ -216,30 +240,45 @@ class Outbox:
             )
         try:
             state = load_state(run_dir)
-        except _StateUnreadable as exc:
-            return RunStatus(run_dir, PARKED, **summary, hint=str(exc), message="parked")
+        except StateUnreadable as exc:
+            return self._set_aside(run_dir, summary, str(exc))
+        if state is None or state.uploaded_at is None:
+            problem = _record_problem(run_dir)
+            if problem is not None:
+                return self._set_aside(run_dir, summary, problem)
         if state is None:
             return RunStatus(run_dir, QUEUED, **summary, message="not uploaded yet")
         return self._status_of(run_dir, state, summary)
 
     # -- upload ---------------------------------------------------------------------------------
 
-    def recover_interrupted(self) -> list[tuple[Path, RunRecord]]:
+    def recover_interrupted(
+        self, on_damaged: Callable[[Path, str], None] | None = None
+    ) -> list[tuple[Path, RunRecord]]:
         """Turn runs whose process died (journal, no run.json) into ERROR runs, ready to upload.
 
-        A directory whose claim is held elsewhere is a run still going on: it is left alone.
+        A directory whose claim is held elsewhere is a run still going on: it is left alone. A
+        directory that cannot be recovered (its journal holds no readable start, run.json cannot
+        be written) is set aside: `on_damaged(run_dir, why)` is told, `status()` reports it as
+        parked, and the other runs go on.
         """
         recovered = []
         for run_dir in self.run_dirs():
             if (run_dir / RUN_JSON).exists() or self._maybe_starting(run_dir):
                 continue
-            if not self.claim(run_dir):
+            try:
+                if not self.claim(run_dir):
+                    continue
+            except ClaimUnavailable as exc:
+                if on_damaged is not None:
+                    on_damaged(run_dir, f"cannot be recovered: {exc.strerror}")
                 continue
             try:
                 if not (run_dir / RUN_JSON).exists():  # re-checked under the claim
                     recovered.append((run_dir, recover(run_dir)))
-            except (JournalError, OSError, ValueError):
-                pass  # a journal with no run in it: status() reports it, nothing to upload
+            except (JournalError, OSError) as exc:
+                if on_damaged is not None:
+                    on_damaged(run_dir, f"cannot be recovered: {_reason(exc)}")
             finally:
                 self.release(run_dir)
         return recovered
@@ -251,19 +290,28 @@ class Outbox:
 
         `deadline` (a `clock()` value) bounds the whole call: every request's timeout fits in
         what is left, and when too little is left the run stays queued. A parked run is left
-        alone unless `retry_parked`. Never raises for a network or server problem.
+        alone unless `retry_parked`. Never raises for a network, server or disk problem.
         """
         run_dir = Path(run_dir)
         if self._client_factory is None:
             status = self.status(run_dir)
-            if status.state == UPLOADED:
+            if status.state in (UPLOADED, PARKED):
                 return status
             return replace(status, state=NOT_CONFIGURED, message=f"${self.api_key_env} is not set")
         newly_claimed = run_dir not in self._held
         # Checked before claiming: the claim creates the lock file this test looks for.
         if not (run_dir / RUN_JSON).exists() and self._maybe_starting(run_dir):
-            return RunStatus(run_dir, BUSY, **_summary(run_dir), message="run in progress")
-        if not self.claim(run_dir):
+            return RunStatus(run_dir, BUSY, **run_summary(run_dir), message="run in progress")
+        try:
+            claimed = self.claim(run_dir)
+        except ClaimUnavailable as exc:
+            return RunStatus(
+                run_dir,
+                QUEUED,
+                **run_summary(run_dir),
+                message=f"not uploaded: {exc.strerror}; uploading needs a writable data directory",
+            )
+        if not claimed:
             return replace(
                 self.status(run_dir), state=BUSY, message="being uploaded by another process"
             )
@@ -281,18 +329,22 @@ class Outbox:
         retry_parked: bool = False,
         deadline: float | None = None,
         now: float | None = None,
+        run_budget_s: float | None = None,
     ) -> list[RunStatus]:
         """Upload every run not uploaded yet, oldest first; recover interrupted runs first.
 
         With `now`, only runs whose next retry is due at `now` are tried (the backoff schedule,
-        for automatic callers); without it every queued run is tried (an operator asked). After
-        a connection failure, a timeout or a 429 the remaining runs are not tried: they would
-        meet the same fate, one timeout each. Uploaded runs are not listed, except those with
-        a finalize still to do: they are tried again (finalize only) and listed as uploaded.
+        for automatic callers); without it every queued run is tried (an operator asked). Each
+        run gets at most `run_budget_s` seconds (within `deadline`): a run that times out stays
+        queued and the next one is tried. After a refused connection or a 429, or timeouts on
+        two runs in a row, the remaining runs are not tried: the server is the problem, and
+        each would cost a timeout. Uploaded runs are not listed, except those with a finalize
+        still to do: they are tried again (finalize only) and listed as uploaded.
         """
         self.recover_interrupted()
         results: list[RunStatus] = []
         stopped: str | None = None
+        timeouts_in_a_row = 0
         for run_dir in self.run_dirs():
             status = self.status(run_dir)
             if status.state == UPLOADED and not status.finalize_pending:
@@ -304,7 +356,7 @@ class Outbox:
                 now is not None
                 and status.state == QUEUED
                 and status.next_retry_at
-                and _epoch(status.next_retry_at) > now
+                and epoch(status.next_retry_at) > now
             ):
                 results.append(status)
                 continue
@@ -313,14 +365,20 @@ class Outbox:
             if stopped is not None:
                 results.append(replace(status, message=f"not tried: {stopped}"))
                 continue
-            result = self.upload(run_dir, deadline=deadline, retry_parked=retry_parked)
+            run_deadline = deadline
+            if run_budget_s is not None:
+                run_deadline = min(deadline or math.inf, self._clock() + run_budget_s)
+            result = self.upload(run_dir, deadline=run_deadline, retry_parked=retry_parked)
             results.append(result)
             error = result.last_error or {}
-            if result.state in (QUEUED, UPLOADED) and (
-                error.get("kind") in ("timeout", "connect", "connection")
-                or error.get("status") == 429
-            ):
-                stopped = f"{error.get('kind')} error on an earlier run"
+            kind = error.get("kind")
+            failed_now = result.state in (QUEUED, UPLOADED) and bool(error)
+            timed_out = failed_now and kind in _MAY_BE_THE_RUN
+            timeouts_in_a_row = timeouts_in_a_row + 1 if timed_out else 0
+            if failed_now and (kind in _STOPS_A_DRAIN or error.get("status") == 429):
+                stopped = f"{kind} error on an earlier run"
+            elif timeouts_in_a_row >= 2:
+                stopped = f"{kind} errors on the last two runs"
             if result.state == NOT_CONFIGURED:
                 stopped = result.message
         return results
@@ -341,60 +399,58 @@ class Outbox:
                 return RunStatus(run_dir, PARKED, hint="not a run directory", message="parked")
             try:
                 recover(run_dir)
-            except (JournalError, ValueError) as exc:
-                return RunStatus(
-                    run_dir,
-                    PARKED,
-                    **_summary(run_dir),
-                    hint=f"cannot recover the interrupted run: {exc}",
-                    message="parked",
-                )
-        summary = _summary(run_dir)
+            except (JournalError, OSError) as exc:
+                summary = run_summary(run_dir)
+                return self._set_aside(run_dir, summary, f"cannot be recovered: {_reason(exc)}")
+        summary = run_summary(run_dir)
         try:
             state = load_state(run_dir)
-        except _StateUnreadable as exc:
-            return RunStatus(run_dir, PARKED, **summary, hint=str(exc), message="parked")
-        try:
-            record = read_record(run_dir)
-        except (OSError, ValueError) as exc:
-            return RunStatus(
-                run_dir,
-                PARKED,
-                **summary,
-                hint=f"{run_dir / RUN_JSON} is unreadable ({type(exc).__name__}); "
-                "restore it from the journal by deleting it and running 'station upload'",
-                message="parked",
-            )
-        fresh = state is None  # no previous attempt on record
-        if state is None:
-            state = _State(client_run_ref=client_run_ref_for(record))
-        if state.uploaded_at is not None:
+        except StateUnreadable as exc:
+            return self._set_aside(run_dir, summary, str(exc))
+        if state is not None and state.uploaded_at is not None:
             if state.finalize_pending():
                 return self._finalize_pass(run_dir, state, summary, deadline)
             return self._status_of(run_dir, state, summary)
+        try:
+            record = read_record(run_dir)
+        except (OSError, ValueError) as exc:
+            return self._set_aside(run_dir, summary, _unreadable_record(run_dir, exc))
+        if state is None:
+            state = UploadState(client_run_ref=client_run_ref_for(record))
         if state.parked and not retry_parked:
             return self._status_of(run_dir, state, summary)
         state.parked, state.hint = False, None
         known = {a.path for a in state.attachments}
         for item in record.attachments:
             if item.path not in known:
-                state.attachments.append(_Attachment(path=item.path, name=item.name))
+                state.attachments.append(AttachmentState(path=item.path, name=item.name))
+        try:
+            return self._send(run_dir, record, state, summary, deadline)
+        except OSError as exc:  # upload.json could not be written: say so, claim no progress
+            return self._unsaved(run_dir, state, summary, exc)
 
+    def _send(
+        self,
+        run_dir: Path,
+        record: RunRecord,
+        state: UploadState,
+        summary: RunSummary,
+        deadline: float | None,
+    ) -> RunStatus:
+        """The tries of one upload call (OSError: upload.json cannot be written)."""
         for tries in range(1, MAX_TRIES_PER_CALL + 1):
-            # On disk before anything is sent, unless there is nothing to keep: a first attempt
-            # of a run without attachments (its ref is derived from run.json, see the module doc).
-            self._attempt(run_dir, state, save=not (fresh and tries == 1 and not state.attachments))
+            self._attempt(run_dir, state)  # on disk before anything is sent
             try:
                 finalize_error = self._step(run_dir, record, state, deadline)
-            except _OutOfTime:
-                state.next_retry_at = _iso(self._clock())
+            except OutOfTime:
+                state.next_retry_at = iso(self._clock())
                 save_state(run_dir, state)
                 return self._status_of(run_dir, state, summary, "time budget used up")
-            except _Park as park:
+            except Park as park:
                 self._park(run_dir, state, park.error, park.hint)
                 return self._status_of(run_dir, state, summary)
             except TofuPilotError as exc:
-                state.last_error = _error_dict(exc)
+                state.last_error = error_dict(exc)
                 if not exc.retryable:
                     hint = self._hint(exc, record, deadline)
                     self._park(run_dir, state, state.last_error, hint)
@@ -402,43 +458,39 @@ class Outbox:
                 delay = quick_delay(exc, tries, deadline, self._clock)
                 if delay is None:
                     state.failures += 1  # one per call: the backoff step
-                    state.next_retry_at = _iso(self._clock() + backoff_s(state.failures, exc))
+                    state.next_retry_at = iso(self._clock() + backoff_s(state.failures, exc))
                     save_state(run_dir, state)
                     return self._status_of(run_dir, state, summary)
                 save_state(run_dir, state)
                 self._sleep(delay)
                 continue
-            state.uploaded_at = _iso(self._clock())
+            state.uploaded_at = iso(self._clock())
             state.next_retry_at = None
-            state.last_error = _error_dict(finalize_error) if finalize_error else None
+            state.last_error = error_dict(finalize_error) if finalize_error else None
             state.failures = 0
-            save_state(run_dir, state)  # with run_id, for a run without attachments
+            save_state(run_dir, state)
             return self._status_of(run_dir, state, summary)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _step(
-        self, run_dir: Path, record: RunRecord, state: _State, deadline: float | None
+        self, run_dir: Path, record: RunRecord, state: UploadState, deadline: float | None
     ) -> TofuPilotError | None:
         """One pass: create the run if needed, then each attachment's missing steps. Returns
         a finalize failure of this pass (it does not fail the upload), or None."""
         client = self._client_once()
         timeout = partial(self._timeout, deadline)
         if state.run_id is None:
-            create_run(
-                client,
-                run_dir,
-                record,
-                state,
-                timeout=timeout,
-                set_stage=self._set_stage,
-                save=bool(state.attachments),  # else saved with "uploaded", nothing in between
-            )
+            create_run(client, run_dir, record, state, timeout=timeout, set_stage=self._set_stage)
         return upload_attachments(
             client, run_dir, state, timeout=timeout, set_stage=self._set_stage
         )
 
     def _finalize_pass(
-        self, run_dir: Path, state: _State, summary: dict[str, Any], deadline: float | None
+        self,
+        run_dir: Path,
+        state: UploadState,
+        summary: RunSummary,
+        deadline: float | None,
     ) -> RunStatus:
         """An uploaded run with attachments still to finalize: try them again (finalize only;
         each try is saved). Its state stays uploaded whatever happens."""
@@ -450,33 +502,34 @@ class Outbox:
                 timeout=partial(self._timeout, deadline),
                 set_stage=self._set_stage,
             )
-        except _OutOfTime:
-            return self._status_of(run_dir, state, summary)
-        except _Park:  # pragma: no cover - every attachment is uploaded, none can be missing
-            return self._status_of(run_dir, state, summary)
-        last_error = _error_dict(error) if error else None
-        if last_error != state.last_error:
-            state.last_error = last_error
-            save_state(run_dir, state)
+            last_error = error_dict(error) if error else None
+            if last_error != state.last_error:
+                state.last_error = last_error
+                save_state(run_dir, state)
+        except (OutOfTime, Park):  # Park: cannot happen, every attachment is uploaded already
+            pass
+        except OSError as exc:
+            return self._unsaved(run_dir, state, summary, exc)
         return self._status_of(run_dir, state, summary)
 
-    def _attempt(self, run_dir: Path, state: _State, *, save: bool = True) -> None:
-        now = _iso(self._clock())
+    def _attempt(self, run_dir: Path, state: UploadState) -> None:
+        now = iso(self._clock())
         state.attempts += 1
         state.first_attempt_at = state.first_attempt_at or now
         state.last_attempt_at = now
-        if save:
-            save_state(run_dir, state)
+        save_state(run_dir, state)
 
     def _timeout(self, deadline: float | None) -> float | None:
         if deadline is None:
             return None  # the client's own timeout
         left = deadline - self._clock()
         if left < MIN_REQUEST_S:
-            raise _OutOfTime
+            raise OutOfTime
         return min(left, self._client_once().timeout_s)
 
-    def _park(self, run_dir: Path, state: _State, error: dict[str, Any] | None, hint: str) -> None:
+    def _park(
+        self, run_dir: Path, state: UploadState, error: dict[str, Any] | None, hint: str
+    ) -> None:
         state.parked, state.hint, state.last_error = True, hint, error
         state.next_retry_at = None
         save_state(run_dir, state)
@@ -498,11 +551,15 @@ class Outbox:
             timeout = self._timeout(deadline)
             timeout = 3.0 if timeout is None else min(timeout, 3.0)
             return self._client_once().whoami(timeout_s=timeout)
-        except (TofuPilotError, _OutOfTime):
+        except (TofuPilotError, OutOfTime):
             return None
 
     def _status_of(
-        self, run_dir: Path, state: _State, summary: dict[str, Any], why: str | None = None
+        self,
+        run_dir: Path,
+        state: UploadState,
+        summary: RunSummary,
+        why: str | None = None,
     ) -> RunStatus:
         if state.uploaded_at is not None:
             kind, message = UPLOADED, f"run {state.run_id}"
@@ -513,7 +570,7 @@ class Outbox:
         else:
             kind = QUEUED
             error = state.last_error
-            message = why or (_describe(error) if error else "not uploaded yet")
+            message = why or (describe_error(error) if error else "not uploaded yet")
         return RunStatus(
             run_dir,
             kind,
@@ -526,6 +583,40 @@ class Outbox:
             hint=state.hint,
             message=message,
             finalize_pending=state.uploaded_at is not None and state.finalize_pending(),
+        )
+
+    def _set_aside(self, run_dir: Path, summary: RunSummary, why: str) -> RunStatus:
+        """A run directory whose files are damaged: parked (nothing written), with `why`."""
+        return RunStatus(run_dir, PARKED, **summary, hint=why, message="parked")
+
+    def _unsaved(
+        self, run_dir: Path, state: UploadState, summary: RunSummary, exc: OSError
+    ) -> RunStatus:
+        """upload.json could not be written: nothing more was sent; say what the server has."""
+        cannot = f"{run_dir / STATE_FILE} cannot be written ({_reason(exc)})"
+        if state.uploaded_at is not None:
+            message = f"run {state.run_id}; {cannot}: the finalize state is not recorded"
+            return replace(self._status_of(run_dir, state, summary), message=message)
+        if state.run_id is None:
+            message = (
+                f"not sent: {cannot}, and it must be on disk before anything is sent; free "
+                "some space or fix the data directory, then run 'station upload'"
+            )
+        else:
+            message = (
+                f"TofuPilot has the run (run {state.run_id}) but its upload is not finished: "
+                f"{cannot}; free some space or fix the data directory, then run 'station "
+                "upload' (the run is not duplicated)"
+            )
+        error = {"kind": "disk", "status": None, "code": None, "message": message}
+        return RunStatus(
+            run_dir,
+            QUEUED,
+            **summary,
+            run_id=state.run_id,
+            attempts=state.attempts,
+            last_error=error,
+            message=message,
         )
 
     def _maybe_starting(self, run_dir: Path) -> bool:
@@ -545,10 +636,34 @@ class Outbox:
             return False
         return run_dir not in self._held and age < RECOVER_MIN_AGE_S
 
-    def _locked_elsewhere(self, run_dir: Path) -> bool:
-        if not (run_dir / LOCK_FILE).exists():
-            return False
-        if self.claim(run_dir):
-            self.release(run_dir)
-            return False
-        return True
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def _record_problem(run_dir: Path) -> str | None:
+    """What is wrong with run.json, or None when it is a valid run record."""
+    try:
+        read_record(run_dir)
+    except (OSError, ValueError) as exc:
+        return _unreadable_record(run_dir, exc)
+    return None
+
+
+def _unreadable_record(run_dir: Path, exc: OSError | ValueError) -> str:
+    """The hint for a run.json that cannot be used. Never advises deleting it: it is the run's
+    record, and its journal may hold less."""
+    path = run_dir / RUN_JSON
+    then = "then run 'station upload --retry-parked'"
+    if isinstance(exc, OSError):
+        return f"{path} cannot be read ({_reason(exc)}); fix the data directory, {then}"
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        detail = f"{where}: {first['msg']}" if where else first["msg"]
+    else:
+        detail = str(exc)
+    return (
+        f"{path} is not a valid run record ({detail[:200]}); it is kept as it is and not "
+        f"uploaded: repair it, {then}"
+    )

@@ -2,10 +2,16 @@
 
 A pure function of the record: the outbox calls it on every attempt, so the same record always
 gives the same body. Every body is valid against the v2 run-create schema and is strict JSON
-(`json.dumps(body, allow_nan=False)` works): a NaN or infinite value, in memory a float and after
-a round trip through run.json the string "NaN"/"Infinity"/"-Infinity", goes out as a null value
-with the reason in the measurement's docstring. Attachments are not part of the body; they are
+(`json.dumps(body, allow_nan=False)` works): a NaN or infinite measured value (a float, in memory
+and read back from run.json alike: see station.records.model) goes out as a null value with the
+value named in the measurement's docstring. Attachments are not part of the body; they are
 uploaded once the run exists.
+
+A body is bounded whatever the record holds (a record from disk may come from a procedure that
+logged a million lines): at most `MAX_LOGS_PER_PHASE` log lines and `MAX_LOG_CHARS_PER_PHASE`
+characters of messages per phase (and for the run's own logs), its first and last lines, and at
+most about `MAX_LOG_CHARS` characters of logs in all. Every cut is an explicit log entry
+saying how many lines were dropped; the full log stays in run.json.
 """
 
 from __future__ import annotations
@@ -21,18 +27,21 @@ from station.records.model import (
     PhaseRecord,
     RunRecord,
     ValidatorRecord,
+    non_finite_text,
 )
 
 MAX_METADATA_KEYS = 50  # server limit
 MAX_LOG_MESSAGE = 10_000  # the server truncates longer messages; we do it visibly instead
 MAX_TEXT = 10_000  # bound for docstrings we compose (error messages, reasons)
+MAX_LOGS_PER_PHASE = 10_000  # log lines one phase (or the run outside phases) sends
+MAX_LOG_CHARS_PER_PHASE = 2_000_000  # characters of log messages one phase sends
+MAX_LOG_CHARS = 10_000_000  # characters of log messages one body carries in all
+LOG_ENTRY_CHARS = 100  # what an entry costs besides its message (level, time, file, line)
 
 _RUN_OUTCOMES = {"PASS", "FAIL", "ERROR", "TIMEOUT", "ABORTED"}
 _PHASE_OUTCOMES = {"PASS", "FAIL", "SKIP", "ERROR"}  # TIMEOUT and ABORTED go out as ERROR
 _MEASUREMENT_OUTCOMES = {"PASS", "FAIL", "UNSET"}
 _LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
-# How pydantic writes non-finite floats to run.json (RunRecord uses ser_json_inf_nan="strings").
-_NON_FINITE_TEXT = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _TRUNCATED = "... (truncated)"
 
 
@@ -145,75 +154,96 @@ def _validator(v: ValidatorRecord) -> dict[str, Any]:
     return {
         "operator": v.operator,
         # An infinite bound is legal in a spec; as text it stays readable and valid JSON.
-        "expected_value": _jsonable(v.expected_value, non_finite=_float_text),
+        "expected_value": _jsonable(v.expected_value, non_finite=non_finite_text),
         "outcome": v.outcome if v.outcome in _MEASUREMENT_OUTCOMES else "UNSET",
         "is_decisive": v.is_decisive,  # false marks a marginal limit
     }
 
 
 def _measured_value(m: MeasurementRecord) -> tuple[Any, str | None]:
-    """(JSON-safe value, description of the non-finite value it had, or None)."""
+    """(JSON-safe value, description of the non-finite value(s) it had, or None)."""
     value = m.measured_value
-    if _non_finite(value, m):
-        return None, _float_text(_as_float(value))
-    if isinstance(value, list | tuple) and _is_numeric_list(value):
-        bad = [(i, x) for i, x in enumerate(value) if _non_finite(x, m)]
+    if _is_non_finite(value):
+        return None, non_finite_text(value)
+    if isinstance(value, list | tuple):
+        bad = [(i, x) for i, x in enumerate(value) if _is_non_finite(x)]
         if bad:
-            where = ", ".join(f"{_float_text(_as_float(x))} at index {i}" for i, x in bad[:10])
+            where = ", ".join(f"{non_finite_text(x)} at index {i}" for i, x in bad[:10])
             more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
-            return [None if _non_finite(x, m) else x for x in value], f"{where}{more}"
+            return _jsonable(value, non_finite=lambda _: None), f"{where}{more}"
     return _jsonable(value, non_finite=lambda _: None), None
 
 
-def _non_finite(value: Any, m: MeasurementRecord) -> bool:
-    """Whether `value` stands for NaN or +-inf.
-
-    In memory that is a float. In a record read back from run.json it is the string "NaN",
-    "Infinity" or "-Infinity", taken for a number unless a text limit (`matches`, or `==`/`in`
-    with text) passed: then it was a genuine text value and stays as it is.
-    """
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    return (
-        isinstance(value, str)
-        and value in _NON_FINITE_TEXT
-        and not any(v.outcome == "PASS" and _is_text_limit(v) for v in m.validators)
-    )
-
-
-def _is_text_limit(v: ValidatorRecord) -> bool:
-    expected = v.expected_value
-    return (
-        v.operator == "matches"
-        or isinstance(expected, str)
-        or (isinstance(expected, list) and any(isinstance(x, str) for x in expected))
-    )
-
-
-def _is_numeric_list(values: list[Any] | tuple[Any, ...]) -> bool:
-    return all(
-        (isinstance(x, int | float) and not isinstance(x, bool)) or x in _NON_FINITE_TEXT
-        for x in values
-    )
-
-
-def _as_float(value: Any) -> float:
-    return value if isinstance(value, float) else _NON_FINITE_TEXT[value]
-
-
-def _float_text(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    return "Infinity" if value > 0 else "-Infinity"
+def _is_non_finite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 # -- logs, metadata, helpers --------------------------------------------------------------------
 
 
 def _all_logs(record: RunRecord) -> list[LogEntry]:
-    """Run-level and phase logs in one list, in time order (stable for equal timestamps)."""
-    entries = [*record.logs, *(entry for phase in record.phases for entry in phase.logs)]
-    return sorted(entries, key=lambda entry: _utc(entry.timestamp))
+    """Run-level and phase logs in one list, in time order (stable for equal timestamps),
+    within the body's bounds (see the module docstring)."""
+    groups = [record.logs, *(phase.logs for phase in record.phases)]
+    entries = [entry for group in groups for entry in _capped(group)]
+    entries.sort(key=lambda entry: _utc(entry.timestamp))
+    return _within_budget(entries)
+
+
+def _capped(entries: list[LogEntry]) -> list[LogEntry]:
+    """One phase's logs: all of them if within the per-phase bounds, else its first and last
+    lines (half the bounds each) around one entry that says how many were dropped."""
+    sizes = [min(len(entry.message), MAX_LOG_MESSAGE) for entry in entries]
+    if len(entries) <= MAX_LOGS_PER_PHASE and sum(sizes) <= MAX_LOG_CHARS_PER_PHASE:
+        return entries
+    lines, chars = MAX_LOGS_PER_PHASE // 2, MAX_LOG_CHARS_PER_PHASE // 2
+    head = _fitting(sizes, lines, chars)
+    tail = _fitting(sizes[head:][::-1], lines, chars)
+    dropped = entries[head : len(entries) - tail]
+    marker = _dropped_entry(
+        dropped[0],
+        f"{len(dropped)} log lines of this phase dropped here: a run sent to TofuPilot carries "
+        f"at most {MAX_LOGS_PER_PHASE} lines and {MAX_LOG_CHARS_PER_PHASE} characters per "
+        "phase, its first and last ones (run.json on the station holds them all)",
+    )
+    return [*entries[:head], marker, *entries[len(entries) - tail :]]
+
+
+def _fitting(sizes: list[int], lines: int, chars: int) -> int:
+    """How many of the first `sizes` fit in `lines` lines and `chars` characters."""
+    total = 0
+    for count, size in enumerate(sizes[:lines]):
+        total += size
+        if total > chars:
+            return count
+    return min(len(sizes), lines)
+
+
+def _within_budget(entries: list[LogEntry]) -> list[LogEntry]:
+    """The entries up to MAX_LOG_CHARS characters in all (each message, plus LOG_ENTRY_CHARS
+    for the rest of its entry); then one entry that says how many were dropped."""
+    total = 0
+    for count, entry in enumerate(entries):
+        total += min(len(entry.message), MAX_LOG_MESSAGE) + LOG_ENTRY_CHARS
+        if total > MAX_LOG_CHARS:
+            marker = _dropped_entry(
+                entry,
+                f"{len(entries) - count} more log lines dropped: a run sent to TofuPilot carries "
+                f"at most {MAX_LOG_CHARS} characters of log messages (run.json on the station "
+                "holds them all)",
+            )
+            return [*entries[:count], marker]
+    return entries
+
+
+def _dropped_entry(first_dropped: LogEntry, message: str) -> LogEntry:
+    return LogEntry(
+        level="WARNING",
+        timestamp=first_dropped.timestamp,
+        message=message,
+        source_file=first_dropped.source_file,
+        line_number=first_dropped.line_number,
+    )
 
 
 def _log(entry: LogEntry) -> dict[str, Any]:
@@ -229,11 +259,11 @@ def _log(entry: LogEntry) -> dict[str, Any]:
 def _metadata(metadata: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """(scalar metadata, keys dropped over the limit). Non-scalars go out as their JSON text."""
     keys = list(metadata)
-    sent = {}
+    sent: dict[str, Any] = {}
     for key in keys[:MAX_METADATA_KEYS]:
         value = metadata[key]
         if isinstance(value, float) and not math.isfinite(value):
-            sent[key] = _float_text(value)
+            sent[key] = non_finite_text(value)
         elif isinstance(value, str | bool | int | float):
             sent[key] = value
         else:

@@ -14,6 +14,21 @@ from typing import Any
 from station.records.model import RunRecord
 from station.tofupilot.client import ApiError, TofuPilotError, TransportError
 
+__all__ = [
+    "BACKOFF_S",
+    "MAX_ATTACHMENT_RECREATES",
+    "MAX_FINALIZE_TRIES",
+    "MAX_TRIES_PER_CALL",
+    "MIN_REQUEST_S",
+    "OutOfTime",
+    "Park",
+    "backoff_s",
+    "describe_error",
+    "error_dict",
+    "park_hint",
+    "quick_delay",
+]
+
 BACKOFF_S = (15.0, 30.0, 300.0, 900.0, 3600.0)
 MIN_REQUEST_S = 0.25  # below this a request cannot succeed: stop and leave the run queued
 MAX_TRIES_PER_CALL = 3  # quick retries inside one upload() call, within its deadline
@@ -26,11 +41,14 @@ MAX_ATTACHMENT_RECREATES = 2
 MAX_FINALIZE_TRIES = 6
 
 
-class _OutOfTime(Exception):
+class OutOfTime(Exception):
     """The caller's deadline leaves no time for the next request."""
 
 
-class _Park(Exception):
+class Park(Exception):
+    """Stop trying this run until an operator asks: `error` is recorded as its last error,
+    `hint` says what to do."""
+
     def __init__(self, error: dict[str, Any], hint: str) -> None:
         super().__init__(hint)
         self.error, self.hint = error, hint
@@ -113,7 +131,8 @@ def park_hint(
     return f"the server answered HTTP {exc.status}: {said}; {retry}"
 
 
-def _error_dict(exc: TofuPilotError) -> dict[str, Any]:
+def error_dict(exc: TofuPilotError) -> dict[str, Any]:
+    """What upload.json keeps of an error: kind, status, code, message (never the key)."""
     if isinstance(exc, ApiError):
         message = exc.message
         if exc.issues:
@@ -123,7 +142,7 @@ def _error_dict(exc: TofuPilotError) -> dict[str, Any]:
     return {"kind": kind, "status": None, "code": None, "message": str(exc)}
 
 
-def _describe(error: dict[str, Any]) -> str:
+def describe_error(error: dict[str, Any]) -> str:
     """A short reason for the console: `server error 500: ...`, `timeout: ...`."""
     status = error.get("status")
     if status == 429:

@@ -2,10 +2,12 @@
 finalize it.
 
 Each step is saved in the run's upload state the moment it is done, so a retry resumes where the
-last attempt stopped; the one exception is a run without attachments, whose id is saved by the
-caller in the same write that marks it uploaded (nothing is sent in between). `timeout()` gives
-the next request's timeout (it raises when no time is left); `set_stage` words what the next
-request does, for hints.
+last attempt stopped (`save_state` raises OSError when upload.json cannot be written: nothing
+more is sent). `timeout()` gives the next request's timeout (it raises when no time is left);
+`set_stage` words what the next request does, for hints.
+
+A body larger than `MAX_BODY_BYTES` is not sent: the run is parked (the payload bounds what logs
+may take, so only a record with enormous measured values gets there).
 """
 
 from __future__ import annotations
@@ -18,46 +20,50 @@ from pathlib import Path
 from station.records.model import RunRecord
 from station.storage.journal import RUN_JSON
 from station.tofupilot.client import ApiError, TofuPilotClient, TofuPilotError
-from station.tofupilot.policy import MAX_ATTACHMENT_RECREATES, MAX_FINALIZE_TRIES, _Park
-from station.tofupilot.upload_state import _Attachment, _State, save_state
+from station.tofupilot.payload import build_run_body
+from station.tofupilot.policy import MAX_ATTACHMENT_RECREATES, MAX_FINALIZE_TRIES, Park
+from station.tofupilot.upload_state import AttachmentState, UploadState, save_state
+
+__all__ = ["MAX_BODY_BYTES", "create_run", "upload_attachments"]
+
+MAX_BODY_BYTES = 64 << 20  # a run body larger than this is parked, not sent
 
 
 def create_run(
     client: TofuPilotClient,
     run_dir: Path,
     record: RunRecord,
-    state: _State,
+    state: UploadState,
     *,
     timeout: Callable[[], float | None],
     set_stage: Callable[[str], None],
-    save: bool = True,
 ) -> None:
-    """Create the run on the server and record its id at once (`state.run_id` is None).
-
-    `save=False` leaves the write to the caller, for when nothing is sent before its next one.
-    """
-    from station.tofupilot.payload import build_run_body
-
+    """Create the run on the server and record its id at once (`state.run_id` is None)."""
     try:
         body = build_run_body(record, client_run_ref=state.client_run_ref)
-        json.dumps(body, allow_nan=False)
+        size = len(json.dumps(body, allow_nan=False))
     except (ValueError, TypeError) as exc:
-        raise _Park(
+        raise Park(
             {"kind": "body", "status": None, "code": None, "message": str(exc)[:4096]},
             f"could not build the TofuPilot run from {RUN_JSON} ({exc}); please report this",
         ) from None
+    if size > MAX_BODY_BYTES:
+        message = f"the run body is {size >> 20} MiB, over the {MAX_BODY_BYTES >> 20} MiB sent"
+        raise Park(
+            {"kind": "body", "status": None, "code": None, "message": message},
+            f"{message}: its measured values are too large to upload; please report this",
+        )
     set_stage("creating the run")
     timeout_s = timeout()
     state.run_id = client.create_run(body, timeout_s=timeout_s)
     state.last_error = None
-    if save:
-        save_state(run_dir, state)  # known from now on: never created again
+    save_state(run_dir, state)  # known from now on: never created again
 
 
 def upload_attachments(
     client: TofuPilotClient,
     run_dir: Path,
-    state: _State,
+    state: UploadState,
     *,
     timeout: Callable[[], float | None],
     set_stage: Callable[[str], None],
@@ -67,6 +73,7 @@ def upload_attachments(
     Returns the last finalize failure of this pass (finalize never fails the upload: the bytes
     are there), or None.
     """
+    assert state.run_id is not None, "upload_attachments needs the run created"
     missing: list[str] = []
     finalize_error: TofuPilotError | None = None
     for item in state.attachments:
@@ -87,11 +94,12 @@ def upload_attachments(
                 )
                 save_state(run_dir, state)
             content_type = mimetypes.guess_type(item.name)[0] or "application/octet-stream"
+            data = _read_attachment(source, state.run_id)
             set_stage(f"uploading attachment {item.name!r}")
             timeout_s = timeout()
             try:
                 client.upload_attachment_bytes(
-                    item.upload_url, source.read_bytes(), content_type, timeout_s=timeout_s
+                    item.upload_url, data, content_type, timeout_s=timeout_s
                 )
             except ApiError as exc:
                 if exc.retryable or len(item.abandoned_ids) >= MAX_ATTACHMENT_RECREATES:
@@ -110,7 +118,7 @@ def upload_attachments(
             finalize_error = _finalize(client, item, timeout()) or finalize_error
             save_state(run_dir, state)
     if missing:
-        raise _Park(
+        raise Park(
             {
                 "kind": "attachment",
                 "status": None,
@@ -124,8 +132,21 @@ def upload_attachments(
     return finalize_error
 
 
+def _read_attachment(source: Path, run_id: str) -> bytes:
+    """The bytes of an attachment file; parks the run when they cannot be read."""
+    try:
+        return source.read_bytes()
+    except OSError as exc:
+        message = f"{source} cannot be read ({exc.strerror or exc})"
+        raise Park(
+            {"kind": "attachment", "status": None, "code": None, "message": message},
+            f"the run is uploaded (run {run_id}) but attachment {message}: fix it and run "
+            "'station upload --retry-parked'",
+        ) from None
+
+
 def _finalize(
-    client: TofuPilotClient, item: _Attachment, timeout_s: float | None
+    client: TofuPilotClient, item: AttachmentState, timeout_s: float | None
 ) -> TofuPilotError | None:
     """Finalize an uploaded attachment: with its id only, so trying again never duplicates it.
 

@@ -63,12 +63,17 @@ class Seen:
 
 
 def station_cli(
-    cwd: Path, *args: str, timeout: float = 60, preexec: Callable[[], None] | None = None
+    cwd: Path,
+    *args: str,
+    timeout: float = 60,
+    preexec: Callable[[], None] | None = None,
+    env_extra: dict[str, str] | None = None,
 ) -> Seen:
     env = {**os.environ, "STATION_OPERATOR": "tester", "NO_COLOR": "1"}
     env["STATION_LOCK_DIR"] = str(cwd / ".locks")
     env.pop("STATION_CONFIG", None)
     env.pop("TOFUPILOT_API_KEY", None)
+    env.update(env_extra or {})
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     done = subprocess.run(
         [sys.executable, "-m", "station", *args],
@@ -84,8 +89,10 @@ def station_cli(
 
 
 def journal_events(run_dir: Path) -> list[dict[str, Any]]:
-    """Every line of the run's journal, parsed: a journal is valid JSON lines, always."""
-    lines = (run_dir / JOURNAL).read_text(encoding="utf-8").splitlines()
+    """Every line of the run's journal, parsed: a journal is valid JSON lines, always. Lines
+    end at `\\n` only: JSON strings may hold U+0085, U+2028 and U+2029 raw."""
+    lines = (run_dir / JOURNAL).read_bytes().decode("utf-8").split("\n")
+    assert lines.pop() == "", "the journal ends with a whole line"
     return [json.loads(line) for line in lines]
 
 
@@ -134,6 +141,15 @@ def tmpfs(mount_point: Path, size: str, *, read_only: bool = False) -> Iterator[
         yield mount_point
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, check=False)
+
+
+def remount_read_only(mount_point: Path) -> None:
+    """Make a mounted tmpfs read-only (skips the test if the machine refuses)."""
+    done = subprocess.run(
+        ["mount", "-o", "remount,ro", str(mount_point)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"this machine refuses to remount a tmpfs read-only: {done.stderr.strip()}")
 
 
 def fill(directory: Path, name: str = "filler") -> Path:

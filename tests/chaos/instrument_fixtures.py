@@ -47,7 +47,7 @@ PROCEDURE = """
         psu.set_voltage(1, 5.0)
         psu.enable(1)
         run.sleep(0.05)  # the rail settles
-        measurements.rail = dmm.measure_dc_voltage()
+        measurements.rail = dmm.measure_dc_voltage(nplc=1)  # 20 ms: well inside the timeouts
         psu.set_ovp(1, 6.0)
         measurements.input_current = psu.measure_current(1)
 

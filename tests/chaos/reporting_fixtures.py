@@ -183,8 +183,10 @@ def _uploaded(run_dir: Path) -> bool:
 
 
 def journal_events(run_dir: Path) -> list[dict[str, Any]]:
+    """The journal's events. Lines end at `\\n` only: JSON strings may hold U+0085, U+2028
+    and U+2029 raw."""
     events = []
-    for line in (run_dir / JOURNAL).read_text().splitlines():
+    for line in (run_dir / JOURNAL).read_bytes().split(b"\n"):
         with contextlib.suppress(ValueError):  # the line being written when the process died
             events.append(json.loads(line))
     return events

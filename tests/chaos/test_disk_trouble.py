@@ -3,13 +3,20 @@
 - Before the run: a data directory that is read-only, full, or a file in the way stops
   `station run` before any phase runs (no instrument powered), exit 2, with a message that names
   the directory and says what to do.
-- During the run: when the disk fills mid-run the run still finishes and teardown still runs; the
-  operator is told that the record could not be fully written; run.json is complete or absent,
-  never half-written; every line the journal holds is a whole JSON event, and once space is freed
-  the run is recovered from it.
+- During the run: when the disk fills mid-run the run still finishes and teardown still runs. The
+  space the journal set aside at the start of the run is given back to record the rest of it:
+  the record is whole and the operator is told the disk is full. When the rest of the run does
+  not fit even so, the operator is told that the record could not be fully written and what its
+  journal lacks; run.json is complete or absent, never half-written; every line the journal
+  holds is a whole JSON event, and once space is freed the run is recovered from it.
 
-The full and read-only disks are small tmpfs mounts (we run as root in CI); where the machine
-refuses to mount one, those tests skip and say so.
+- Uploading: from a read-only data directory every run is reported as not uploaded because the
+  directory is read-only (never "busy in another process"), and the exit code says runs are left.
+
+The full and read-only disks are small tmpfs mounts (we run as root in CI; chmod does not stop
+root); where the machine refuses to mount one, those tests skip and say so. The same logic is
+covered without a mount in tests/tofupilot/test_outbox.py (a lock file or upload.json that
+cannot be created).
 """
 
 from __future__ import annotations
@@ -24,10 +31,13 @@ from fuzz_fixtures import (
     journal_events,
     no_temp_files,
     only_run_dir,
+    remount_read_only,
     station_cli,
     tmpfs,
 )
+from reporting_fixtures import emulator_fixture, record_runs  # noqa: F401 - fixture
 
+from sim.tofupilot import TofuPilotEmulator
 from station.storage.journal import RUN_JSON, check_writable, read_record, recover, write_atomic
 
 # Phase 1 passes; phase 2 fills the disk the runs are recorded on; phase 3 still measures and logs;
@@ -39,6 +49,7 @@ PROCEDURE = """
 
     DATA = Path({data!r})
     MARKS = Path({marks!r})
+    LOUD = {loud}  # lines of 5 kB that phase `after` logs once the disk is full
 
 
     @phase
@@ -67,7 +78,8 @@ PROCEDURE = """
     @phase
     @measure("w", low=1, high=2)
     def after(measurements, log):
-        log.info("still measuring " + "x" * 2000)
+        for _ in range(LOUD):
+            log.info("still measuring " + "x" * 5000)
         measurements.w = 1.5
 
 
@@ -77,9 +89,9 @@ PROCEDURE = """
 """
 
 
-def write_station(root: Path, data_dir: Path, marks: Path) -> None:
+def write_station(root: Path, data_dir: Path, marks: Path, loud: int = 1) -> None:
     marks.mkdir(exist_ok=True)
-    source = textwrap.dedent(PROCEDURE).format(data=str(data_dir), marks=str(marks))
+    source = textwrap.dedent(PROCEDURE).format(data=str(data_dir), marks=str(marks), loud=loud)
     (root / "proc_t.py").write_text(source, encoding="utf-8")
     (root / "station.yaml").write_text(
         "station: {name: Disk bench}\n"
@@ -139,7 +151,7 @@ def test_a_full_data_directory_stops_the_run_before_any_phase(tmp_path: Path) ->
 # During the run
 
 
-def test_a_disk_that_fills_mid_run_keeps_the_run_going_and_never_leaves_half_a_record(
+def test_a_disk_that_fills_mid_run_records_the_whole_run_in_the_space_set_aside(
     tmp_path: Path,
 ) -> None:
     marks = tmp_path / "marks"
@@ -148,12 +160,40 @@ def test_a_disk_that_fills_mid_run_keeps_the_run_going_and_never_leaves_half_a_r
         seen = run_station(tmp_path)
 
         seen.assert_no_traceback()
+        assert (marks / "phase ran").exists() and (marks / "teardown ran").exists()
+        # Nothing was lost: the unit's PASS stands, and the operator is told the disk is full.
+        assert seen.code == 0, seen.err
+        assert "the space set aside for this run was used" in seen.err, seen.err
+        assert "free some space before the next run" in seen.err
+        run_dir = only_run_dir(mount)
+        record = read_record(run_dir)
+        assert [(p.name, p.outcome.value) for p in record.phases] == [
+            ("before", "PASS"),
+            ("fill_the_disk", "PASS"),
+            ("after", "PASS"),
+            ("power_down", "PASS"),
+        ]
+        assert [e["event"] for e in journal_events(run_dir)][-1] == "run_ended"
+        assert no_temp_files(run_dir) == [] and not (run_dir / ".reserve").exists()
+
+
+def test_a_disk_that_fills_beyond_the_reserve_keeps_the_run_going_and_never_leaves_half_a_record(
+    tmp_path: Path,
+) -> None:
+    marks = tmp_path / "marks"
+    with tmpfs(tmp_path / "disk", "256k") as mount:
+        write_station(tmp_path, mount, marks, loud=100)  # 500 kB of logs: more than the reserve
+        seen = run_station(tmp_path)
+
+        seen.assert_no_traceback()
         # The run went on to the end: every phase, then teardown.
         assert (marks / "phase ran").exists() and (marks / "teardown ran").exists()
         assert "[PASS]    after" in seen.out and "power_down [teardown]" in seen.out
-        # The operator is told, in words, that the record is incomplete and what to do.
+        # The operator is told, in words, that the record is incomplete, what is missing and
+        # what to do.
         assert "the record of this run could not be fully written" in seen.err, seen.err
-        assert "No space left on device" in seen.err and "free some space" in seen.err
+        assert "No space left on device" in seen.err and "Free some space" in seen.err
+        assert "its journal lacks 4 event(s), from the end of phase 'after' on" in seen.err
         # A passing unit with an incomplete record is not a clean PASS for the line.
         assert seen.code == 3 and "its record is incomplete: exit 3" in seen.err, seen.err
 
@@ -162,15 +202,15 @@ def test_a_disk_that_fills_mid_run_keeps_the_run_going_and_never_leaves_half_a_r
         assert no_temp_files(run_dir) == []
         events = journal_events(run_dir)  # every line a whole event
         assert events[0]["event"] == "run_started"
-        assert [e["phase"]["name"] for e in events if e["event"] == "phase_ended"][:1] == ["before"]
+        ended = [e["phase"]["name"] for e in events if e["event"] == "phase_ended"]
+        assert ended == ["before", "fill_the_disk"]  # the reserve held the phase that filled it
 
-        # Space comes back: the run is recovered from what its journal holds, with the outcome
-        # the journal recorded for it (ERROR if the run's end never reached the disk).
+        # Space comes back: the run is recovered from what its journal holds, as an ERROR run.
         (mount / "hog").unlink()
         recovered = recover(run_dir)
-        ended = [e["run"]["outcome"] for e in events if e["event"] == "run_ended"]
-        assert recovered.outcome == (ended[0] if ended else "ERROR")
-        assert recovered.phases[0].name == "before" and recovered.phases[0].outcome == "PASS"
+        assert recovered.outcome == "ERROR"
+        assert [p.name for p in recovered.phases][:2] == ["before", "fill_the_disk"]
+        assert recovered.phases[0].outcome == "PASS"
         assert read_record(run_dir) == recovered
 
 
@@ -199,3 +239,31 @@ def test_check_writable_names_the_directory_and_what_to_do(tmp_path: Path) -> No
     assert str(blocker / "runs") in message
     assert "fix the permissions or free some space, or set data_dir in station.yaml" in message
     assert not os.path.exists(blocker / "runs")
+
+
+# ------------------------------------------------------------------------------------------------
+# Uploading from a read-only data directory
+
+
+def test_upload_from_a_read_only_data_directory_says_so_and_exits_non_zero(
+    tmp_path: Path, emulator: TofuPilotEmulator
+) -> None:
+    with tmpfs(tmp_path / "runs", "4m") as mount:
+        record_runs(tmp_path, 2)
+        with (tmp_path / "station.yaml").open("a", encoding="utf-8") as config:
+            config.write(f"tofupilot: {{url: {emulator.url!r}}}\n")
+        remount_read_only(mount)
+        key = {"TOFUPILOT_API_KEY": emulator.station_key}
+
+        seen = station_cli(tmp_path, "upload", env_extra=key)
+        seen.assert_no_traceback()
+        assert seen.code == 1, seen.out  # nothing was uploaded: not a success
+        lines = [line for line in seen.out.splitlines() if "_T1_SN-" in line]
+        assert len(lines) == 2, seen.out
+        for line in lines:
+            assert "Read-only file system" in line and "another process" not in line, line
+            assert "uploading needs a writable data directory" in line
+        listing = station_cli(tmp_path, "runs", env_extra=key)
+        listing.assert_no_traceback()
+        assert "another process" not in listing.out, listing.out
+        assert emulator.requests == []

@@ -41,8 +41,14 @@ class ScriptedTransport:
         assert reply is not None
         return reply
 
-    def interrupt(self) -> None:
-        pass
+    def in_flight(self) -> tuple[str, float] | None:
+        return None
+
+    def interrupt(self) -> bool:
+        return True
+
+    def set_call_guard(self, guard) -> None:
+        self.guard = guard
 
     def close(self) -> None:
         self.closed = True

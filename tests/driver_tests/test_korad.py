@@ -111,6 +111,7 @@ def test_settings_are_read_back(korad):
             (b"IOUT1?", b"0.070"),
             (b"OUT0", b""),
             (b"STATUS?", bytes([0x01])),
+            (b"STATUS?", bytes([0x01])),  # safe_state's read-back
         ]
     )
     psu.set_current_limit(1, 0.25)

@@ -56,7 +56,8 @@ def test_measurements_and_output_state_in_nr3_and_1_0(scripted):
 
 
 def test_safe_state_switches_every_output_off_in_one_command(scripted):
-    psu = KeysightE36312A(scripted([("OUTP OFF,(@1:3)", None), *APPLIED]), "psu")
+    read_back = [(f"OUTP? (@{channel})", "0") for channel in (1, 2, 3)]
+    psu = KeysightE36312A(scripted([("OUTP OFF,(@1:3)", None), *APPLIED, *read_back]), "psu")
     assert psu.channels == (1, 2, 3)
     psu.safe_state()
 

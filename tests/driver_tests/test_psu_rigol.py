@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from drivers import InstrumentError
+from drivers.errors import KIND_NOT_APPLIED
 from drivers.models.psu import RigolDP832
 
 APPLIED = [("*OPC?", "1"), (":SYST:ERR?", '0,"No error"')]
@@ -55,11 +56,27 @@ def test_unexpected_output_state_is_an_error(scripted):
         RigolDP832(scripted([(":OUTP? CH1", "MAYBE")]), "psu").is_enabled(1)
 
 
-def test_safe_state_turns_every_output_off(scripted):
+def test_safe_state_turns_every_output_off_and_reads_each_back(scripted):
     script = []
     for channel in (1, 2, 3):
         script += [(f":OUTP CH{channel},OFF", None), *APPLIED]
+    script += [(f":OUTP? CH{channel}", "OFF") for channel in (1, 2, 3)]
     RigolDP832(scripted(script), "psu").safe_state()
+
+
+def test_safe_state_retries_a_channel_still_on_once_then_raises_naming_it(scripted):
+    script = []
+    for channel in (1, 2, 3):
+        script += [(f":OUTP CH{channel},OFF", None), *APPLIED]
+    script += [
+        (":OUTP? CH1", "OFF"),
+        (":OUTP? CH2", "ON"), (":OUTP CH2,OFF", None), *APPLIED, (":OUTP? CH2", "ON"),
+        (":OUTP? CH3", "ON"), (":OUTP CH3,OFF", None), *APPLIED, (":OUTP? CH3", "OFF"),
+    ]  # fmt: skip
+    with pytest.raises(InstrumentError, match="safe state not verified: CH2 output") as caught:
+        RigolDP832(scripted(script), "psu").safe_state()
+    assert caught.value.kind == KIND_NOT_APPLIED
+    assert "CH1" not in caught.value.message and "CH3" not in caught.value.message
 
 
 def test_disable_all_tries_every_channel_then_raises_the_first_error(scripted):

@@ -81,3 +81,22 @@ def test_importing_drivers_does_not_import_pyvisa_or_the_models():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False", "False"]
+
+
+@pytest.mark.parametrize("name", driver_names())
+def test_every_driver_exposes_its_session_whose_guard_refuses_before_any_io(name):
+    """The runner guards I/O through `driver.transport`: every built-in driver has one, and a
+    refusing guard stops a call before the transport even tries to connect."""
+    from drivers.errors import KIND_STOPPED
+    from drivers.transport.session import SessionTransport
+
+    resource = "/dev/ttyUSB99" if name == "korad-ka3005p" else "TCPIP::127.0.0.1::9::SOCKET"
+    driver = create_driver(name, resource, name="x")
+    assert isinstance(driver.transport, SessionTransport)
+    driver.transport.set_call_guard(lambda: "phase 'p' was stopped")
+    for call in (driver.transport.open, lambda: driver.query("*IDN?")):
+        with pytest.raises(InstrumentError, match="phase 'p' was stopped") as caught:
+            call()
+        assert caught.value.kind == KIND_STOPPED
+    driver.transport.set_call_guard(None)
+    driver.close()

@@ -5,18 +5,19 @@ from __future__ import annotations
 import pytest
 
 import sim
-from sim.bench import Bench
+from sim.bench import Bench, SimulatedClock
 from sim.boards import make_board
 from sim.boards.pcba01 import FAULTS, Pcba01
 
-# Long after power-on the rail has settled; the bench's clock starts when CH1 turns on.
+# Long after power-on the rail has settled.
 SETTLED = 1.0
 
 
 def powered(board: Pcba01, volts: float = 5.0, limit: float = 0.5) -> Bench:
-    bench = Bench(board, seed=1)
+    """A bench on simulated time whose CH1 came on a second ago."""
+    bench = Bench(board, seed=1, clock=SimulatedClock())
     bench.configure(1, voltage=volts, current_limit=limit, enabled=True)
-    bench.channels[1].enabled_at -= SETTLED  # as if switched on a second ago
+    bench.clock.sleep(SETTLED)
     return bench
 
 
@@ -66,7 +67,7 @@ def test_shorted_rail_drives_the_psu_into_constant_current():
 
 
 def test_output_off_is_zero_and_ovp_trips():
-    bench = Bench(Pcba01())
+    bench = Bench(Pcba01(), clock=SimulatedClock())
     bench.configure(1, voltage=5.0)
     assert bench.psu_output(1) == (0.0, 0.0)
     bench.configure(1, ovp_level=4.0, ovp_enabled=True, enabled=True)

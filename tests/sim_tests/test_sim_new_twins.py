@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from sim.bench import Bench
+from sim.bench import Bench, SimulatedClock
 from sim.boards.pcba01 import Pcba01
 from sim.instruments import (
     SIM_MODELS,
@@ -18,7 +18,7 @@ from sim.instruments import (
 
 @pytest.fixture
 def bench() -> Bench:
-    return Bench(Pcba01(), seed=2)
+    return Bench(Pcba01(), seed=2, clock=SimulatedClock())
 
 
 def test_registered_under_the_driver_names():
@@ -82,7 +82,7 @@ def test_dmm6500_settings_are_per_function_and_rst_restores_them(bench):
 
 def test_dmm6500_reads_the_rail_and_overloads_on_a_small_range(bench):
     bench.configure(1, voltage=5.0, current_limit=0.5, enabled=True)
-    bench.channels[1].enabled_at -= 1.0  # settled
+    bench.clock.sleep(1.0)  # settled
     dmm = SimKeithleyDMM6500(bench)
     assert float(dmm.handle(":READ?")) == pytest.approx(3.3, abs=0.005)
     dmm.handle(":SENS:VOLT:RANG 1")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sim.bench import Bench
+from sim.bench import Bench, SimulatedClock
 from sim.boards.pcba01 import Pcba01
 from sim.instruments import SimKeysight34461A, SimRigolDP832
 from sim.twins.scpi import compile_header, split_message
@@ -12,7 +12,7 @@ from sim.twins.scpi import compile_header, split_message
 
 @pytest.fixture
 def dmm() -> SimKeysight34461A:
-    return SimKeysight34461A(Bench(Pcba01()))
+    return SimKeysight34461A(Bench(Pcba01(), clock=SimulatedClock()))  # readings take no time
 
 
 @pytest.fixture

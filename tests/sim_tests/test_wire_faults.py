@@ -8,10 +8,12 @@ import time
 
 import pytest
 
+import sim
 from drivers import InstrumentError, create_driver
 from drivers.errors import (
     KIND_GARBAGE,
     KIND_LOST,
+    KIND_NOT_APPLIED,
     KIND_REFUSED,
     KIND_REPORTED,
     KIND_TIMEOUT,
@@ -38,6 +40,9 @@ def dmm(request, sim_bench):
         resource = f"socket://127.0.0.1:{server.port}"
     driver = create_driver("keysight-34461a", resource, name="dmm", timeout_ms=TIMEOUT_MS)
     driver.connect()
+    # The twin integrates like the meter (10 PLC = 200 ms by default); these tests are about
+    # the wire, so readings use the shortest aperture (0.4 ms).
+    driver.write("SENS:VOLT:DC:NPLC 0.02")
     yield driver
     driver.close()
 
@@ -169,3 +174,44 @@ def test_reconnect_gives_up_within_the_timeout():
     assert "could not reconnect" in str(error) and error.kind == KIND_REFUSED
     assert took < 0.4 + 0.1
     dmm.close()
+
+
+@pytest.mark.parametrize(
+    ("driver", "off_command"),
+    [("rigol-dp832", r":OUTP CH1,OFF"), ("keysight-e36312a", r"OUTP OFF,\(@1")],
+)
+def test_safe_state_with_the_off_command_lost_raises_naming_the_channel(driver, off_command):
+    """The OFF is swallowed on the wire, yet *OPC? and the error queue answer as if applied:
+    only the read-back can tell that the output is still on."""
+    with sim.start_bench({"psu": driver}, seed=1) as bench:
+        psu = create_driver(driver, bench.resources["psu"], name="psu", timeout_ms=TIMEOUT_MS)
+        psu.connect()
+        try:
+            psu.set_voltage(1, 5.0)
+            psu.enable(1)
+            bench.twins["psu"].server.faults.no_reply_to = off_command  # every time
+            with pytest.raises(InstrumentError, match="safe state not verified: CH1 ") as caught:
+                psu.safe_state()
+            assert caught.value.kind == KIND_NOT_APPLIED
+            assert "CH2" not in caught.value.message and "CH3" not in caught.value.message
+            assert bench.bench.channel(1).enabled  # what the error says: CH1 is still on
+            bench.twins["psu"].server.faults.clear()
+            psu.safe_state()  # the link is fine: once the OFF arrives, it verifies
+            assert not bench.bench.channel(1).enabled
+        finally:
+            psu.close()
+
+
+def test_safe_state_retries_a_lost_off_once(sim_bench):
+    psu = create_driver("rigol-dp832", sim_bench.resources["psu"], name="psu")
+    psu.connect()
+    try:
+        psu.set_voltage(1, 5.0)
+        psu.enable(1)
+        faults = sim_bench.twins["psu"].server.faults
+        faults.no_reply_to, faults.count = r":OUTP CH1,OFF", 1
+        psu.safe_state()  # the first OFF was lost; the read-back saw it and sent it again
+        assert not sim_bench.bench.channel(1).enabled
+        assert faults.swallowed == 1
+    finally:
+        psu.close()

@@ -88,13 +88,13 @@ def test_the_key_goes_to_the_api_only_never_to_upload_urls():
         seen.append(request)
         return httpx.Response(200, json={"id": "r1", "upload_url": "https://s3.example/x?sig=1"})
 
-    client = TofuPilotClient("https://tp.example/api", "tp_secret_key")
+    client = TofuPilotClient("https://tp.example/api", "tp_station_secret_key")
     client._http = httpx.Client(transport=httpx.MockTransport(handler))
     run_id = client.create_run(body())
     _, url = client.create_attachment(run_id, "a.txt")
     client.upload_attachment_bytes(url, b"x", "text/plain")
     api, _, put = seen
-    assert api.headers["authorization"] == "Bearer tp_secret_key"
+    assert api.headers["authorization"] == "Bearer tp_station_secret_key"
     assert str(api.url) == "https://tp.example/api/v2/runs"
     assert "authorization" not in put.headers
     assert put.headers["content-type"] == "text/plain"
@@ -168,7 +168,7 @@ def test_refused_and_dropped_connections_are_transport_errors(emulator, client):
 
 def test_non_json_error_bodies_are_tolerated_and_truncated():
     page = b"<html>" + b"x" * 10_000 + b"</html>"
-    client = TofuPilotClient("https://tp.example/api", "k")
+    client = TofuPilotClient("https://tp.example/api", "tp_station_test_key_01")
     client._http = httpx.Client(
         transport=httpx.MockTransport(lambda request: httpx.Response(502, content=page))
     )
@@ -179,7 +179,7 @@ def test_non_json_error_bodies_are_tolerated_and_truncated():
 
 
 def test_an_unusable_success_body_is_a_retryable_api_error():
-    client = TofuPilotClient("https://tp.example/api", "k")
+    client = TofuPilotClient("https://tp.example/api", "tp_station_test_key_01")
     client._http = httpx.Client(
         transport=httpx.MockTransport(lambda request: httpx.Response(200, content=b"oops"))
     )

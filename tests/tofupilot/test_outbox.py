@@ -8,6 +8,7 @@ real network waits.
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 
 from station.authoring.helpers import Dut
 from station.engine.runner import Runner
-from station.storage.journal import Journal
+from station.storage.journal import Journal, read_record
 from station.tofupilot import outbox as outbox_module
 from station.tofupilot import steps as steps_module
 from station.tofupilot.client import TofuPilotClient
@@ -411,8 +412,8 @@ def test_a_missing_attachment_file_uploads_the_run_and_parks_the_rest(station, e
 def test_an_interrupted_run_is_recovered_as_error_and_uploaded(station, emulator):
     run_dir = station.record()
     journal = run_dir / "journal.jsonl"
-    lines = journal.read_text().splitlines(keepends=True)
-    journal.write_text("".join(line for line in lines if '"run_ended"' not in line))
+    lines = journal.read_bytes().split(b"\n")  # JSON strings may hold other line ends
+    journal.write_bytes(b"\n".join(line for line in lines if b'"run_ended"' not in line))
     (run_dir / "run.json").unlink()
     with station.outbox() as outbox:
         assert outbox.status(run_dir).state == INTERRUPTED
@@ -504,7 +505,9 @@ def test_a_journal_just_created_and_not_claimed_yet_is_not_recovered(station, em
         assert outbox.upload(run_dir).state == UPLOADED
 
 
-def test_a_run_without_attachments_costs_one_durable_write(station, emulator, monkeypatch):
+def test_upload_json_is_on_disk_before_the_first_send_even_without_attachments(
+    station, emulator, monkeypatch
+):
     run_dir = station.record(source=PLAIN_PROC)
     writes: list[dict] = []
     real = outbox_module.save_state
@@ -519,17 +522,20 @@ def test_a_run_without_attachments_costs_one_durable_write(station, emulator, mo
 
     class Spy(TofuPilotClient):
         def create_run(self, body, **kw):
-            seen["state_file"] = (run_dir / STATE_FILE).exists()
+            seen["state"] = state(run_dir)
             seen["ref"] = body["client_run_ref"]
             return super().create_run(body, **kw)
 
     with Outbox(station.data_dir, lambda: Spy(emulator.url, station.key)) as outbox:
         assert outbox.upload(run_dir).state == UPLOADED
     record = json.loads((run_dir / "run.json").read_text())
-    # The ref is derived from run.json (durable already), so nothing had to be written first.
-    assert seen == {"state_file": False, "ref": f"station-{record['run_id']}"}
+    # The attempt and its ref were durable before the body left the station.
+    assert seen["ref"] == f"station-{record['run_id']}" == seen["state"]["client_run_ref"]
+    assert seen["state"]["attempts"] == 1 and seen["state"]["run_id"] is None
     (run,) = emulator.runs.values()
-    assert writes == [{"run_id": run.id, "uploaded_at": writes[0]["uploaded_at"]}]
+    # attempt, run id (the moment it is known), uploaded
+    assert [w["run_id"] for w in writes] == [None, run.id, run.id]
+    assert writes[-1]["uploaded_at"] and not writes[1]["uploaded_at"]
     saved = state(run_dir)
     assert saved["run_id"] == run.id and saved["uploaded_at"] and saved["attempts"] == 1
 
@@ -549,7 +555,8 @@ def test_a_process_dying_after_the_first_send_sends_the_same_ref_again(station, 
     with pytest.raises(Died):
         dying.upload(run_dir)
     dying.close()
-    assert not (run_dir / STATE_FILE).exists()
+    died = state(run_dir)  # the attempt was on disk before the send; nothing after it
+    assert died["attempts"] == 1 and died["run_id"] is None
     with station.outbox() as outbox:
         status = outbox.upload(run_dir)
     assert status.state == UPLOADED
@@ -568,3 +575,179 @@ def test_a_retried_run_without_attachments_keeps_its_attempts(station, emulator)
         assert outbox.upload(run_dir).state == UPLOADED
     saved = state(run_dir)
     assert saved["attempts"] == 4 and saved["run_id"] == next(iter(emulator.runs))
+
+
+# -- no run stuck: damaged directories, slow runs, full or read-only disks ----------------------
+
+
+def interrupt(run_dir: Path, keep=lambda n, line: True, first: bytes | None = None) -> None:
+    """Leave `run_dir` as a dead process would (no run.json; the claim signed by a dead pid),
+    its journal filtered by `keep(line number, line)` and, with `first`, that as line 1."""
+    lines = (run_dir / "journal.jsonl").read_bytes().split(b"\n")[:-1]
+    kept = [line for n, line in enumerate(lines, 1) if keep(n, line)]
+    if first is not None:
+        kept[0] = first
+    (run_dir / "journal.jsonl").write_bytes(b"".join(line + b"\n" for line in kept))
+    (run_dir / "run.json").unlink()
+    (run_dir / "upload.lock").write_text("4242\n")
+
+
+def damaged_site(station) -> dict[str, Path]:
+    """Runs of every kind of damage, and two good ones around them."""
+    dirs = {"good": station.record(serial="SN-0")}
+    dirs["no start"] = station.record(serial="SN-1", source=PLAIN_PROC)
+    interrupt(dirs["no start"], first=b"[]")
+    dirs["odd lines"] = station.record(serial="SN-2", source=PLAIN_PROC)
+    interrupt(dirs["odd lines"], keep=lambda n, line: b'"run_ended"' not in line)
+    with (dirs["odd lines"] / "journal.jsonl").open("ab") as journal:
+        journal.write(b'{}\n42\n{"event":"log","log":{}}\n')
+    dirs["bad state"] = station.record(serial="SN-3", source=PLAIN_PROC)
+    (dirs["bad state"] / STATE_FILE).write_text('{"client_run_ref": "x", "attempts": "many"}')
+    dirs["bad retry"] = station.record(serial="SN-4", source=PLAIN_PROC)
+    (dirs["bad retry"] / STATE_FILE).write_text('{"client_run_ref": "x", "next_retry_at": 5}')
+    dirs["bad record"] = station.record(serial="SN-5", source=PLAIN_PROC)
+    record = json.loads((dirs["bad record"] / "run.json").read_text())
+    record["phases"] = 5
+    record["serial_number"] = ["not", "text"]
+    (dirs["bad record"] / "run.json").write_text(json.dumps(record))
+    dirs["good too"] = station.record(serial="SN-6", source=PLAIN_PROC)
+    return dirs
+
+
+def test_damaged_run_directories_are_set_aside_and_every_other_run_goes_on(station, emulator):
+    dirs = damaged_site(station)
+    with station.outbox() as outbox:
+        statuses = {s.run_dir: s for s in outbox.pending()}  # no crash listing them
+        for when in (None, station.clock.now + 10**6):
+            results = {s.run_dir: s for s in outbox.drain(now=when)}
+            assert set(results) <= set(dirs.values())
+    states = {name: (results.get(d) or outbox.status(d)).state for name, d in dirs.items()}
+    assert states == {
+        "good": UPLOADED,
+        "no start": PARKED,
+        "odd lines": UPLOADED,  # recovered from the lines that are events
+        "bad state": PARKED,
+        "bad retry": PARKED,
+        "bad record": PARKED,
+        "good too": UPLOADED,
+    }
+    hints = {name: str(results[d].hint) for name, d in dirs.items() if d in results}
+    assert (
+        "journal.jsonl holds no readable run_started event (line 1: a JSON list"
+        in (hints["no start"])
+    )
+    assert (
+        "upload.json is damaged (attempts: Input should be a valid integer" in (hints["bad state"])
+    )
+    assert "upload.json is damaged (next_retry_at" in hints["bad retry"]
+    assert "run.json is not a valid run record" in hints["bad record"]
+    assert "serial_number" in hints["bad record"] and "repair it" in hints["bad record"]
+    for hint in hints.values():
+        assert "delet" not in hint.lower()  # never advise deleting a record
+    assert statuses[dirs["bad record"]].state == PARKED  # `station runs` tells it too
+    recovered = read_record(dirs["odd lines"])
+    assert recovered.outcome == "ERROR" and "3 journal lines could not be read" in (
+        recovered.outcome_reason
+    )
+    assert len(emulator.runs) == 3
+
+
+def test_a_run_that_always_times_out_does_not_hold_back_the_others(station, emulator):
+    dirs = [station.record(serial=f"SN-{n}", source=PLAIN_PROC) for n in range(3)]
+    station.timeout_s = 60.0  # the client's own timeout: far beyond what the test waits
+    for _ in range(2):  # on every `station upload`
+        emulator.faults.plan(["hang:20"], match="POST /api/v2/runs$")
+        with station.outbox(clock=time.time, sleep=time.sleep) as outbox:
+            started = time.monotonic()
+            statuses = outbox.drain(run_budget_s=2.0)
+            elapsed = time.monotonic() - started
+        first = statuses[0]
+        assert first.run_dir == dirs[0] and first.state == QUEUED
+        assert first.last_error["kind"] == "timeout"
+        assert elapsed < 15.0, elapsed  # its own budget, not the client's 60 s timeout
+    assert all((d / STATE_FILE).exists() and state(d)["uploaded_at"] for d in dirs[1:])
+    assert len(emulator.runs) == 2
+    with station.outbox() as outbox:
+        assert [s.state for s in outbox.drain()] == [UPLOADED]
+    assert len(emulator.runs) == 3
+
+
+def test_timeouts_on_two_runs_in_a_row_stop_the_drain(station, emulator):
+    dirs = [station.record(serial=f"SN-{n}", source=PLAIN_PROC) for n in range(3)]
+    station.timeout_s = 2.0  # each run's request times out; the budget is not what stops it
+    emulator.faults.plan(["hang:20", "hang:20"], match="POST /api/v2/runs$")
+    with station.outbox(clock=time.time, sleep=time.sleep) as outbox:
+        statuses = outbox.drain(run_budget_s=60.0)
+    assert [s.state for s in statuses] == [QUEUED] * 3
+    assert [s.last_error["kind"] for s in statuses[:2]] == ["timeout", "timeout"]
+    assert statuses[2].message == "not tried: timeout errors on the last two runs"
+    assert not (dirs[2] / STATE_FILE).exists()
+
+
+def block_state_writes(run_dir: Path) -> Path:
+    """Make upload.json unwritable without a mount: its temp file's name is taken by a
+    directory (write_atomic writes `.upload.json.<pid>.tmp`, then renames it)."""
+    blocker = run_dir / f".{STATE_FILE}.{os.getpid()}.tmp"
+    blocker.mkdir()
+    return blocker
+
+
+def test_upload_json_that_cannot_be_written_sends_nothing_and_says_so(station, emulator):
+    run_dir = station.record(source=PLAIN_PROC)
+    blocker = block_state_writes(run_dir)
+    with station.outbox() as outbox:
+        status = outbox.upload(run_dir)
+    assert status.state == QUEUED
+    assert status.message.startswith("not sent: ") and "upload.json cannot be written" in (
+        status.message
+    )
+    assert "must be on disk before anything is sent" in status.message
+    assert emulator.requests == []
+    blocker.rmdir()
+    with station.outbox() as outbox:
+        assert outbox.upload(run_dir).state == UPLOADED
+
+
+def test_upload_json_unwritable_after_the_server_created_the_run_never_crashes(station, emulator):
+    run_dir = station.record()  # with an attachment
+
+    class DiskFillsAfterCreate(TofuPilotClient):
+        def create_run(self, body, **kw):
+            run_id = super().create_run(body, **kw)
+            block_state_writes(run_dir)
+            return run_id
+
+    with Outbox(
+        station.data_dir, lambda: DiskFillsAfterCreate(emulator.url, station.key)
+    ) as outbox:
+        status = outbox.upload(run_dir)
+        assert status.state == QUEUED, status
+        (run,) = emulator.runs.values()
+        assert status.message.startswith(
+            f"TofuPilot has the run (run {run.id}) but its upload is not finished: "
+        )
+        assert "upload.json cannot be written" in status.message and "not duplicated" in (
+            status.message
+        )
+        again = outbox.upload(run_dir)  # a retry, disk still full: nothing sent, no traceback
+        assert again.state == QUEUED and again.message.startswith("not sent: ")
+    blocker = run_dir / f".{STATE_FILE}.{os.getpid()}.tmp"
+    blocker.rmdir()
+    with station.outbox() as outbox:
+        assert outbox.upload(run_dir).state == UPLOADED
+    assert len(emulator.runs) == 1  # the same ref each time: never duplicated
+    (run,) = emulator.runs.values()
+    assert [a.data for a in run.attachments] == [b"t,v\n0,1\n"]
+
+
+def test_a_claim_that_cannot_be_taken_is_not_busy_in_another_process(station, emulator):
+    run_dir = station.record(source=PLAIN_PROC)
+    (run_dir / "upload.lock").mkdir()  # the lock file cannot be opened for writing
+    with station.outbox() as outbox:
+        status = outbox.upload(run_dir)
+        assert status.state == QUEUED and status.state != BUSY
+        assert "upload.lock cannot be created" in status.message
+        assert "uploading needs a writable data directory" in status.message
+        assert "another process" not in status.message
+        assert outbox.status(run_dir).state == QUEUED  # `station runs`: not busy either
+    assert emulator.requests == []

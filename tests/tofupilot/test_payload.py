@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -35,7 +36,7 @@ def body_of(run_validator, same_verdicts):
 def test_pass_run_maps_identity_phases_and_validators(bench, body_of):
     def hook(runner):
         runner.record.operator = "alice@example.com"
-        runner.record.batch_number = "B-7"
+        runner.dut.batch_number = "B-7"  # the unit as a phase would set it
 
     record = bench.run(
         '''
@@ -276,9 +277,10 @@ def test_round_trip_through_run_json_gives_the_same_body(bench, body_of):
     )
     (run_dir,) = (bench.root / "runs").iterdir()
     text = (run_dir / "run.json").read_text()
-    assert '"NaN"' in text and '"Infinity"' in text  # what the reporter reads back later
+    # Stored as an explicit fact, read back as the number it was.
+    assert '{"$non_finite":"NaN"}' in text and '{"$non_finite":"Infinity"}' in text
     stored = read_record(run_dir)
-    assert stored.phases[0].measurements[0].measured_value == "NaN"
+    assert math.isnan(stored.phases[0].measurements[0].measured_value)
     assert body_of(stored) == body_of(record)
     assert body_of(stored)["metadata"] == {"fixture": "F7", "gain": "NaN"}
 
@@ -381,3 +383,83 @@ def test_client_run_ref_is_required(bench):
     """)
     with pytest.raises(ValueError, match="client_run_ref"):
         build_run_body(record, client_run_ref="")
+
+
+# -- a body is bounded whatever the record holds ------------------------------------------------
+
+
+def _record_with_logs(counts: list[int], size: int = 20) -> RunRecord:
+    """A record (as read from disk) whose phases logged `counts` lines of `size` characters."""
+    from station.records.model import LogEntry, PhaseRecord
+
+    start = datetime(2025, 1, 1, 12, tzinfo=UTC)
+    phases = []
+    for n, count in enumerate(counts):
+        logs = [
+            LogEntry(
+                level="INFO",
+                timestamp=start + timedelta(seconds=n, microseconds=i),
+                message=f"{n}:{i}:".ljust(size, "x"),
+                source_file="proc_t.py",
+                line_number=7,
+            )
+            for i in range(count)
+        ]
+        at = start + timedelta(seconds=n)
+        phases.append(
+            PhaseRecord(name=f"p{n}", outcome="PASS", started_at=at, ended_at=at, logs=logs)
+        )
+    return RunRecord(
+        run_id="r" * 32,
+        procedure_id="T1",
+        serial_number="SN-1",
+        started_at=start,
+        ended_at=start + timedelta(seconds=len(counts)),
+        outcome="PASS",
+        phases=phases,
+    )
+
+
+def test_a_phase_with_too_many_log_lines_sends_its_first_and_last_with_an_explicit_gap(
+    body_of, monkeypatch
+):
+    from station.tofupilot import payload
+
+    monkeypatch.setattr(payload, "MAX_LOGS_PER_PHASE", 10)  # the mechanism, at a test's size
+    record = _record_with_logs([30, 5])
+    logs = body_of(record)["logs"]
+    assert len(logs) == 10 + 1 + 5
+    assert [e["message"][:5] for e in logs[:5]] == ["0:0:x", "0:1:x", "0:2:x", "0:3:x", "0:4:x"]
+    gap = logs[5]
+    assert gap["level"] == "WARNING"
+    assert gap["message"].startswith("20 log lines of this phase dropped here")
+    assert [e["message"][:5] for e in logs[6:11]] == ["0:25:", "0:26:", "0:27:", "0:28:", "0:29:"]
+    assert logs[-1]["message"].startswith("1:4:")  # the next phase is whole
+
+
+def test_a_phase_with_too_much_log_text_is_cut_the_same_way(body_of, monkeypatch):
+    from station.tofupilot import payload
+
+    monkeypatch.setattr(payload, "MAX_LOG_CHARS_PER_PHASE", 1000)
+    record = _record_with_logs([100], size=100)  # 10,000 characters in one phase
+    logs = body_of(record)["logs"]
+    assert len(logs) == 5 + 1 + 5
+    assert logs[5]["message"].startswith("90 log lines of this phase dropped here")
+
+
+def test_a_body_carries_a_bounded_amount_of_log_text(body_of, monkeypatch):
+    from station.tofupilot import payload
+
+    monkeypatch.setattr(payload, "MAX_LOG_CHARS", 10 * (100 + payload.LOG_ENTRY_CHARS))
+    record = _record_with_logs([10, 10, 10], size=100)
+    logs = body_of(record)["logs"]
+    assert len(logs) == 11
+    assert logs[-1]["message"].startswith("20 more log lines dropped")
+
+
+def test_the_bounds_are_sane():
+    from station.tofupilot import payload
+
+    # Every entry is counted at least LOG_ENTRY_CHARS: empty messages cannot add up unbounded.
+    assert payload.LOG_ENTRY_CHARS >= 100
+    assert payload.MAX_LOGS_PER_PHASE >= 1000 and payload.MAX_LOG_CHARS <= 20_000_000

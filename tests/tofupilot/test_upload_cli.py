@@ -117,7 +117,7 @@ def test_server_down_during_run_queues_then_station_upload_sends_it(site, emulat
     started = time.monotonic()
     result = site.run()
     assert result.returncode == 0, result.stderr
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 30  # no retry loop; slack for a busy machine
     assert "queued for upload (cannot reach the server); send it with 'station upload'" in (
         result.stdout
     )
@@ -159,12 +159,14 @@ def test_429_retry_after_is_waited_for_within_the_budget(site, emulator):
 
 
 def test_a_hung_server_does_not_hold_the_operator(site, emulator):
-    emulator.faults.plan(["hang:30"])
+    emulator.faults.plan(["hang:120"])
     started = time.monotonic()
     result = site.run()
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr
-    assert elapsed < 9, elapsed  # the run itself is ~0.5 s; the upload budget is 5 s
+    # The run is ~0.5 s and the upload budget 5 s; the bound only has to be far below the
+    # server's 120 s hang, with room for a machine busy enough to take seconds to start Python.
+    assert elapsed < 40, elapsed
     assert "queued for upload (the server did not answer in time)" in result.stdout
     assert site.station("upload").returncode == 0
     site.assert_each_run_once(1)
@@ -251,8 +253,8 @@ def test_a_killed_run_is_recovered_as_error_and_uploaded(site, emulator):
     (run_dir,) = site.run_dirs()
     # What kill -9 during the run leaves: the journal up to the last phase, no run.json.
     journal = run_dir / "journal.jsonl"
-    lines = journal.read_text().splitlines(keepends=True)
-    journal.write_text("".join(line for line in lines if '"run_ended"' not in line))
+    lines = journal.read_bytes().split(b"\n")  # \n only: JSON strings may hold U+2028
+    journal.write_bytes(b"\n".join(line for line in lines if b'"run_ended"' not in line))
     (run_dir / "run.json").unlink()
     assert "interrupted (recovered and uploaded by 'station upload')" in (
         site.station("runs").stdout
