@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,23 @@ from station.config.procedure_loader import load_procedure
 from station.engine.runner import Runner
 from station.records.model import RunRecord
 from station.storage.journal import Journal
+
+
+def _deliverable_stop_signals() -> None:
+    """Undo an inherited 'ignore' on SIGINT and SIGQUIT.
+
+    A shell starts background jobs (`cmd &`, a CI runner's job) with SIGINT and SIGQUIT ignored,
+    and an ignored signal stays ignored across exec: every `station` process a test starts would
+    then ignore the Ctrl-C the test sends it. Tests must not depend on how pytest was launched,
+    so the test processes (and so their children) get the default dispositions back.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGQUIT) == signal.SIG_IGN:
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
+_deliverable_stop_signals()
 
 
 class Bench:

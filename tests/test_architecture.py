@@ -569,7 +569,7 @@ def missing_document_references(files: Iterable[tuple[Path, str]]) -> list[str]:
 
 def test_document_reference_check_is_precise(tmp_path):
     """Names that only look like documents (station.yaml, *.md globs, URLs) are not flagged."""
-    design, notes, missing = "DESIG" + "N.md", "NOTE" + "S", "MISSING" + ".md"
+    design, notes, missing = "DESIG" + "N" + ".md", "NOTE" + "S", "MISSING" + ".md"
     sample = tmp_path / "sample.py"
     text = (
         "# station.yaml, run.json, '*.md', https://example.com/GUIDE.md, README.md\n"

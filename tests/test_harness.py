@@ -365,70 +365,13 @@ def test_an_unknown_name_is_an_attribute_error():
 
 # -- the README example ------------------------------------------------------------------------
 
-# The example the README shows under "Testing a phase without a bench", as printed there. The
-# test below runs the README's own copy once it is there, this one until then.
-README_EXAMPLE = """\
-# tests/test_fvt1_phases.py: runs under pytest, no bench and no station.yaml needed
-from procedures.fvt1 import power_up, rail_3v3
-from station.testing import run_phase
-
-
-class FakeDmm:
-    def __init__(self, volts):
-        self.volts = volts
-
-    def measure_dc_voltage(self, range=None, nplc=None):
-        return self.volts
-
-
-class FakePsu:
-    def __init__(self, amps):
-        self.amps = amps
-        self.enabled = False
-
-    def set_current_limit(self, channel, amps): ...
-    def set_ovp(self, channel, volts): ...
-    def set_voltage(self, channel, volts): ...
-
-    def enable(self, channel):
-        self.enabled = True
-
-    def measure_voltage(self, channel):
-        return 5.0
-
-    def measure_current(self, channel):
-        return self.amps
-
-
-def test_rail_in_limits_passes():
-    result = run_phase(rail_3v3, dmm=FakeDmm(3.30))
-    assert result.outcome == "PASS"
-    assert result.values == {"rail_3v3": 3.30}
-
-
-def test_low_rail_fails_on_every_attempt():
-    result = run_phase(rail_3v3, dmm=FakeDmm(3.10))
-    assert result.outcome == "FAIL"
-    assert len(result.attempts) == 2  # retries=1: tried again, the last attempt decides
-    low_limit = result.measurements["rail_3v3"].validators[0]
-    assert (low_limit.operator, low_limit.outcome) == (">=", "FAIL")
-
-
-def test_shorted_board_fails_power_up():
-    psu = FakePsu(amps=0.25)
-    result = run_phase(power_up, psu=psu)
-    assert result.outcome == "FAIL"
-    assert result.measurements["input_current"].outcome == "FAIL"
-    assert psu.enabled
-"""
-
-
 def _readme_example() -> str:
-    """The README's python block that uses the harness, or the copy above if it has none."""
+    """The README's python block that uses the harness, exactly as printed there."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
     shown = [block for block in blocks if "from station.testing import" in block]
-    return shown[0] if shown else README_EXAMPLE
+    assert len(shown) == 1, "README.md: expected one python block using station.testing"
+    return shown[0]
 
 
 def test_the_readme_example_runs_as_printed():
