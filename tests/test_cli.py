@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sim_process import station_sim
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -170,24 +171,8 @@ def served_bench(tmp_path: Path):
             """)
         )
 
-    write("USB0::1::2::3::INSTR", "USB0::4::5::6::INSTR")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "station", "sim", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-    )
-    resources = {}
-    for line in server.stdout:
-        match = re.match(r"\s+(dmm|psu)\s+(TCPIP::\S+)", line)
-        if match:
-            resources[match[1]] = match[2]
-        if line.startswith("Ctrl-C"):
-            break
-    write(resources["dmm"], resources["psu"])
-    yield tmp_path, resources
-    server.send_signal(signal.SIGINT)
-    server.wait(timeout=10)
+    with station_sim(config, write, tmp_path) as resources:
+        yield tmp_path, resources
 
 
 def psu_output_state(resource: str) -> str:

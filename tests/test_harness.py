@@ -365,6 +365,7 @@ def test_an_unknown_name_is_an_attribute_error():
 
 # -- the README example ------------------------------------------------------------------------
 
+
 def _readme_example() -> str:
     """The README's python block that uses the harness, exactly as printed there."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
