@@ -12,7 +12,9 @@ import contextlib
 import re
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Self
 
 _ACCEPT_POLL_S = 0.05  # how often the accept loop notices stop(); bounds stop()'s latency
 
@@ -126,10 +128,17 @@ class WireFaults:
             self.garbage_to, self.drop_on, self.error_on, self.refuse = None, None, None, False
 
 
-class TwinServer:
-    """Serve `twin.handle()` on 127.0.0.1:<port chosen by the OS>, newline-terminated."""
+class LoopbackServer:
+    """A twin's TCP listener on loopback: one thread per client, stopped with `stop()`.
 
-    def __init__(self, twin, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    The part every twin server shares (the raw SCPI socket here, VXI-11 in `sim.vxi11_server`):
+    the listener on an OS-chosen port, the accept loop, a thread per client, dropping every
+    connection as an instrument reboot would, and a stop that wakes and joins every thread.
+    Subclasses serve one client in `_serve(client)` and may refuse one in `_admit(client)`.
+    `_lock` is a condition: subclasses may wait on it for their own state; `stop()` wakes them.
+    """
+
+    def __init__(self, twin: Any, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.twin = twin
         self.faults = WireFaults()
         self._host = host
@@ -137,13 +146,8 @@ class TwinServer:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._clients: set[socket.socket] = set()
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self.port = port  # 0: chosen by the OS at start()
-
-    @property
-    def resource(self) -> str:
-        """The VISA resource string of this twin."""
-        return f"TCPIP::{self._host}::{self.port}::SOCKET"
 
     @property
     def connection_count(self) -> int:
@@ -151,7 +155,7 @@ class TwinServer:
         with self._lock:
             return len(self._clients)
 
-    def start(self) -> TwinServer:
+    def start(self) -> Self:
         listener = socket.create_server((self._host, self.port))
         listener.settimeout(_ACCEPT_POLL_S)
         self._listener = listener
@@ -170,6 +174,8 @@ class TwinServer:
     def stop(self) -> None:
         """Close the listener and every client connection, and join the threads."""
         self._stopping.set()
+        with self._lock:
+            self._lock.notify_all()  # a subclass's waits end too
         if self._listener is not None:
             with contextlib.suppress(OSError):
                 self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept() on Linux
@@ -179,18 +185,22 @@ class TwinServer:
         if self._listener is not None:
             self._listener.close()
 
-    def __enter__(self) -> TwinServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def _spawn(self, target, label: str, *args) -> None:
+    def _spawn(self, target: Callable[..., None], label: str, *args: Any) -> None:
         thread = threading.Thread(
             target=target, args=args, name=f"twin-{self.port}-{label}", daemon=True
         )
         self._threads.append(thread)
         thread.start()
+
+    def _admit(self, client: socket.socket) -> bool:
+        """Whether to serve a connection the kernel accepted (False: it is closed at once)."""
+        return True
 
     def _accept_loop(self) -> None:
         assert self._listener is not None
@@ -201,7 +211,7 @@ class TwinServer:
                 continue
             except OSError:
                 return
-            if self.faults.refuse:  # accepted by the kernel already: close it at once
+            if not self._admit(client):
                 with contextlib.suppress(OSError):
                     client.shutdown(socket.SHUT_RDWR)
                 client.close()
@@ -211,6 +221,21 @@ class TwinServer:
             with self._lock:
                 self._clients.add(client)
             self._spawn(self._serve, "client", client)
+
+    def _serve(self, client: socket.socket) -> None:
+        raise NotImplementedError  # each server speaks its own protocol
+
+
+class TwinServer(LoopbackServer):
+    """Serve `twin.handle()` on 127.0.0.1:<port chosen by the OS>, newline-terminated."""
+
+    @property
+    def resource(self) -> str:
+        """The VISA resource string of this twin."""
+        return f"TCPIP::{self._host}::{self.port}::SOCKET"
+
+    def _admit(self, client: socket.socket) -> bool:
+        return not self.faults.refuse  # "refuse": accepted by the kernel, closed at once
 
     def _serve(self, client: socket.socket) -> None:
         buffer = b""

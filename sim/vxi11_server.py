@@ -17,13 +17,10 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
-import threading
 import time
 from typing import Any
 
-from sim.server import WireFaults
-
-_ACCEPT_POLL_S = 0.05
+from sim.server import LoopbackServer
 
 # ONC RPC (RFC 5531) and VXI-11 numbers.
 _CALL, _REPLY = 0, 1
@@ -69,22 +66,15 @@ class _Link:
         self.replies: list[tuple[float, bytes]] = []  # (ready at, bytes), oldest first
 
 
-class Vxi11Server:
+class Vxi11Server(LoopbackServer):
     """Serve `twin.handle()` as a VXI-11 device on 127.0.0.1:<port chosen by the OS>."""
 
     def __init__(self, twin: Any, *, device: str = "inst0") -> None:
-        self.twin = twin
+        super().__init__(twin)
         self.device = device
-        self.faults = WireFaults()
-        self.port = 0
         self.clears = 0
         self.links = 0
         self.open_links = 0
-        self._listener: socket.socket | None = None
-        self._stopping = threading.Event()
-        self._changed = threading.Condition()
-        self._threads: list[threading.Thread] = []
-        self._clients: set[socket.socket] = set()
         self._next_link = 1
 
     @property
@@ -92,55 +82,7 @@ class Vxi11Server:
         """The VISA resource string of this twin (port given: no portmapper)."""
         return f"TCPIP::127.0.0.1,{self.port}::{self.device}::INSTR"
 
-    def start(self) -> Vxi11Server:
-        listener = socket.create_server(("127.0.0.1", 0))
-        listener.settimeout(_ACCEPT_POLL_S)
-        self._listener = listener
-        self.port = listener.getsockname()[1]
-        self._spawn(self._accept_loop)
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        with self._changed:
-            self._changed.notify_all()
-        with self._changed:
-            clients = list(self._clients)
-        for client in clients:
-            with contextlib.suppress(OSError):
-                client.shutdown(socket.SHUT_RDWR)
-        for thread in list(self._threads):
-            thread.join(timeout=1.0)
-        if self._listener is not None:
-            self._listener.close()
-
-    def __enter__(self) -> Vxi11Server:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
     # -- serving ----------------------------------------------------------------------------
-
-    def _spawn(self, target: Any, *args: Any) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True, name="vxi11-twin")
-        self._threads.append(thread)
-        thread.start()
-
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
-        while not self._stopping.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            client.settimeout(None)
-            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._changed:
-                self._clients.add(client)
-            self._spawn(self._serve, client)
 
     def _serve(self, client: socket.socket) -> None:
         links: dict[int, _Link] = {}
@@ -159,7 +101,7 @@ class Vxi11Server:
         except OSError:
             return
         finally:
-            with self._changed:
+            with self._lock:
                 self._clients.discard(client)
                 self.open_links -= len(links)
             with contextlib.suppress(OSError):
@@ -206,7 +148,7 @@ class Vxi11Server:
             link_id = self._next_link
             self._next_link += 1
             links[link_id] = _Link()
-            with self._changed:
+            with self._lock:
                 self.links += 1
                 self.open_links += 1
             return _SUCCESS, struct.pack(">iiII", 0, link_id, 0, _MAX_RECV)
@@ -229,7 +171,7 @@ class Vxi11Server:
             return _SUCCESS, self._read(link, request_size, io_timeout_ms, flags, term_char)
         if proc == _DEVICE_CLEAR:
             link = links[xdr.uint()]
-            with self._changed:
+            with self._lock:
                 link.replies.clear()
                 link.incoming = b""
                 self.clears += 1
@@ -238,7 +180,7 @@ class Vxi11Server:
             return _SUCCESS, struct.pack(">iI", 0, 0)
         if proc == _DESTROY_LINK:
             if links.pop(xdr.uint(), None) is not None:
-                with self._changed:
+                with self._lock:
                     self.open_links -= 1
             return _SUCCESS, struct.pack(">i", 0)
         if proc in _GENERIC_OK:
@@ -260,9 +202,9 @@ class Vxi11Server:
                 continue
             payload = self.faults.garbage if action == "garbage" else reply.encode("ascii")
             ready_at = time.monotonic() + self.faults.delay_of(action)
-            with self._changed:
+            with self._lock:
                 link.replies.append((ready_at, payload + b"\n"))
-                self._changed.notify_all()
+                self._lock.notify_all()
         return True
 
     def _read(
@@ -270,7 +212,7 @@ class Vxi11Server:
     ) -> bytes:
         """A device_read: wait for a ready reply up to io_timeout (no abort), then answer."""
         deadline = time.monotonic() + io_timeout_ms / 1000
-        with self._changed:
+        with self._lock:
             while not self._stopping.is_set():
                 now = time.monotonic()
                 if link.replies and link.replies[0][0] <= now:
@@ -280,7 +222,7 @@ class Vxi11Server:
                 wake = deadline
                 if link.replies:
                     wake = min(wake, link.replies[0][0])
-                self._changed.wait(wake - now)
+                self._lock.wait(wake - now)
             else:
                 return struct.pack(">ii", _ERR_IO_TIMEOUT, 0) + _opaque(b"")
             ready_at, payload = link.replies[0]
