@@ -2,7 +2,7 @@
 
 Exit codes (`station.cli.common`): 0 PASS, 1 FAIL, 2 usage or config error, 3 ERROR,
 4 TIMEOUT, 130 ABORTED. Each command lives in its own module (`run`, `check`, `listing`,
-`upload`, `sim`), imported only when that command runs, so `station --help` never pays for
+`upload`, `history`, `sim`, `serve`), imported only when that command runs, so `station --help` never pays for
 pydantic, httpx or pyvisa.
 """
 
@@ -75,6 +75,36 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="record the run but do not upload it now ('station upload' sends it later)",
     )
+    run.add_argument(
+        "--upload-sim",
+        action="store_true",
+        help="with --sim: upload the simulated run even to a TofuPilot that is not on loopback",
+    )
+    run.add_argument(
+        "--loop",
+        action="store_true",
+        help="test unit after unit in one process, serials read until end of input or 'q'",
+    )
+    run.add_argument(
+        "--answers",
+        metavar="FILE",
+        help="answer run.prompt() from this JSON file (keyed by prompt key or text)",
+    )
+    run.add_argument(
+        "--events",
+        metavar="FILE",
+        help="write the run's events as NDJSON to FILE ('-': stdout)",
+    )
+    run.add_argument(
+        "--trace-io",
+        action="store_true",
+        help="record every instrument command and reply into the run directory and attach it",
+    )
+    run.add_argument(
+        "--sim-replay",
+        metavar="RUN_DIR",
+        help="simulate the bench by replaying the I/O trace recorded in RUN_DIR (--trace-io)",
+    )
 
     check = add(
         "check",
@@ -98,6 +128,34 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also retry runs parked by a server refusal (after fixing what the hint says)",
     )
+    upload.add_argument(
+        "--watch",
+        action="store_true",
+        help="keep running: upload runs as they come due, until SIGTERM or Ctrl-C",
+    )
+
+    prune = add(
+        "prune",
+        "delete run directories already uploaded (a dry run unless --delete)",
+        "upload:cmd_prune",
+    )
+    prune.add_argument(
+        "--uploaded-before",
+        required=True,
+        metavar="DATE",
+        help="runs uploaded before this date (YYYY-MM-DD, UTC) are pruned",
+    )
+    prune.add_argument(
+        "--delete", action="store_true", help="delete them (without it, only list them)"
+    )
+
+    history = add(
+        "history",
+        "list a unit's runs, from TofuPilot and this station, newest first",
+        "history:cmd_history",
+    )
+    history.add_argument("serial", help="the unit's serial number")
+    history.add_argument("--limit", type=int, default=50, metavar="N", help="at most N runs")
 
     runs = add("runs", "list recent runs and their upload state, newest first", "upload:cmd_runs")
     runs.add_argument("--limit", type=int, default=20, metavar="N", help="how many (default 20)")
@@ -113,6 +171,31 @@ def build_parser() -> argparse.ArgumentParser:
         "or error, PATTERN a regex of the commands affected (slow: seconds; error: "
         'CODE,"TEXT"), e.g. dmm:no-reply:READ, psu:drop:OUTP, dmm:slow:0.5; repeatable',
     )
+    sim.add_argument(
+        "--port",
+        type=int,
+        metavar="BASE",
+        help="serve the twins on ports BASE, BASE+1, ... (stable across restarts)",
+    )
+    sim.add_argument("--trace", action="store_true", help="print what each twin receives")
+    sim.add_argument(
+        "--replay",
+        metavar="RUN_DIR",
+        help="serve twins that answer from the I/O trace recorded in RUN_DIR (--trace-io)",
+    )
+
+    serve = add(
+        "serve",
+        "serve the operator page and its JSON API for this station",
+        "serve:cmd_serve",
+    )
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; any other requires a token)",
+    )
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.add_argument("--sim", action="store_true", help="run units on the simulated bench")
     return parser
 
 

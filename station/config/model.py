@@ -17,8 +17,9 @@ import ipaddress
 import keyword
 import os
 import re
+import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -217,6 +218,41 @@ class ProcedureConfig(BaseModel):
     timeout_s: _NonBoolFloat | None = Field(default=None, gt=0)
     stop_on_fail: bool | None = None
     limits: dict[MeasurementKey, LimitOverride] = Field(default_factory=dict)
+    # TofuPilot's own id of this procedure (a UUID); without it the id is resolved by name,
+    # `tofupilot_name` or else the procedure key, when a run is uploaded.
+    tofupilot_id: str | None = None
+    tofupilot_name: str | None = None
+    # Procedures the unit's latest run of which must have PASSed before this one may start.
+    requires_passed: list[ProcedureName] = Field(default_factory=list)
+    # A regular expression the whole scanned serial must match; named groups part_number,
+    # revision and batch_number fill the unit's fields.
+    serial_pattern: str | None = None
+
+    @field_validator("tofupilot_id")
+    @classmethod
+    def _uuid(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            raise ValueError(
+                f"must be TofuPilot's id of the procedure, a UUID such as "
+                f"'3f2b8c1e-1d2a-4c5b-9e8f-0a1b2c3d4e5f' (got {show_value(value)}); "
+                "`station check` prints the id of a procedure linked to this station"
+            ) from None
+
+    @field_validator("serial_pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"is not a valid regular expression: {exc}") from None
+        return value
 
     @field_validator("module")
     @classmethod
@@ -248,6 +284,8 @@ class TofuPilotConfig(BaseModel):
     allow_insecure_http: bool = False
     url: str = "https://www.tofupilot.app/api"
     api_key_env: str = DEFAULT_KEY_ENV
+    # v2 (the default) or the legacy v1 API, for servers that lack v2.
+    api: Literal["v2", "v1"] = "v2"
 
     @field_validator("url")
     @classmethod

@@ -35,12 +35,14 @@ __all__ = [
     "RECORD_SCHEMA_VERSION",
     "AttachmentRecord",
     "ErrorInfo",
+    "InstrumentRecord",
     "JsonValue",
     "LogEntry",
     "MeasurementRecord",
     "Outcome",
     "PhaseOutcome",
     "PhaseRecord",
+    "PromptRecord",
     "RunRecord",
     "ValidatorRecord",
     "non_finite_text",
@@ -193,6 +195,20 @@ class ErrorInfo(_Record):
 
 
 @dataclass(slots=True, kw_only=True)
+class PromptRecord(_Record):
+    """A question a phase put to the operator (`run.prompt`), and the answer it got."""
+
+    key: str | None = None  # the prompt's key, what an answers file may use instead of the text
+    text: str
+    kind: str = "text"  # text number confirm choice
+    choices: list[str] | None = None
+    answer: JsonValue = None  # as typed: str, float or bool; None if never answered
+    answered_by: str | None = None  # terminal, page, answers-file, default
+    asked_at: datetime
+    answered_at: datetime | None = None
+
+
+@dataclass(slots=True, kw_only=True)
 class PhaseRecord(_Record):
     name: str
     outcome: PhaseOutcome
@@ -205,6 +221,7 @@ class PhaseRecord(_Record):
     error: ErrorInfo | None = None
     measurements: list[MeasurementRecord] = field(default_factory=list)
     logs: list[LogEntry] = field(default_factory=list)
+    prompts: list[PromptRecord] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -213,6 +230,21 @@ class AttachmentRecord(_Record):
     path: str  # relative to the run directory (or absolute when the run has no directory)
     size: int
     phase: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class InstrumentRecord(_Record):
+    """An instrument the run opened: enough to answer calibration and traceability questions
+    from the record alone."""
+
+    name: str  # as in station.yaml
+    driver: str  # registry name, "scpi", "serial-line" or "package.module:Class"
+    resource: str | None = None  # what was connected to (the twin's, under --sim)
+    identity: str | None = None  # the raw identity string (e.g. the *IDN? reply)
+    manufacturer: str | None = None
+    model: str | None = None
+    serial_number: str | None = None
+    firmware: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -238,6 +270,8 @@ class RunRecord(_Record):
     phases: list[PhaseRecord] = field(default_factory=list)
     logs: list[LogEntry] = field(default_factory=list)  # logs outside any phase
     attachments: list[AttachmentRecord] = field(default_factory=list)
+    instruments: list[InstrumentRecord] = field(default_factory=list)
+    simulated: bool = False  # run on the simulated bench (--sim): never production data
     metadata: dict[str, JsonValue] = field(default_factory=dict)
 
     @classmethod
