@@ -40,6 +40,11 @@ CASES = {
     "instrument_io": "bench.cases.instrument_io",
     "reporting": "bench.cases.reporting",
     "memory": "bench.cases.memory",
+    "page_latency": "bench.cases.page_latency",
+    "outbox": "bench.cases.outbox",
+    "line_loop": "bench.cases.line_loop",
+    "user_instrument": "bench.cases.user_instrument",
+    "io_trace": "bench.cases.io_trace",
 }
 RESULTS = Path(__file__).resolve().parent / "results.json"
 

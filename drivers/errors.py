@@ -59,6 +59,7 @@ KIND_INTERRUPTED = "interrupted"  # aborted by interrupt() or close() from anoth
 KIND_CLOSED = "closed"  # the transport was closed for good: no call reopens it
 KIND_STOPPED = "stopped"  # refused by the call guard (e.g. I/O from a stopped phase's thread)
 KIND_IO = "io"  # any other I/O failure
+KIND_NO_BACKEND = "no_backend"  # the software this resource needs is missing (pyusb, VISA)
 
 
 class UnknownDriverError(LookupError):

@@ -10,7 +10,10 @@ power-line cycles at `line_frequency_hz`) and takes that long to come back (see 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from sim.bench import Bench, Clock
@@ -18,14 +21,68 @@ from sim.boards import BOARDS, make_board
 from sim.instruments import SIM_MODELS
 from sim.pty_server import PtyServer
 from sim.server import FAULT_KINDS, TwinServer
+from sim.twins.generic import GenericScpiTwin, ScriptedConsole
 from sim.twins.korad import SimKoradKA3005P
 
-__all__ = ["SERIAL_MODELS", "SimBench", "Twin", "parse_wire_fault", "start_bench"]
+__all__ = [
+    "GENERIC_MODELS",
+    "SERIAL_MODELS",
+    "SimBench",
+    "Twin",
+    "TwinSpec",
+    "parse_wire_fault",
+    "start_bench",
+]
 
 # Twins of raw-serial models, keyed by registry driver name: served on a pty, not TCP.
 SERIAL_MODELS: dict[str, type] = {
     "korad-ka3005p": SimKoradKA3005P,
 }
+# Twins of the generic drivers, configured by the instrument's `sim_config` (sim/twins/generic).
+GENERIC_MODELS: dict[str, type] = {
+    "scpi": GenericScpiTwin,
+    "serial-line": ScriptedConsole,
+}
+
+
+@dataclass(frozen=True)
+class TwinSpec:
+    """How to simulate one instrument, when a driver name alone does not say it.
+
+    `twin` is a twin class of the user's (an `ScpiTwin` subclass served on loopback TCP, or a
+    stream twin with `split()` and `handle()` served on a pty); otherwise `driver` names a
+    simulated model (`SIM_MODELS`, `SERIAL_MODELS`, `GENERIC_MODELS`). `options` are keyword
+    arguments for the twin (station.yaml's `sim_config`); a twin that takes a `bench` argument
+    is given the simulated bench, so it can see and drive the simulated board.
+    """
+
+    driver: str | None = None
+    twin: Callable[..., Any] | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def build(self, bench: Bench) -> Any:
+        """The twin, wired into `bench`."""
+        options = dict(self.options)
+        if self.twin is None:
+            models: dict[str, Callable[..., Any]] = {
+                **SIM_MODELS,
+                **SERIAL_MODELS,
+                **GENERIC_MODELS,
+            }
+            return models[str(self.driver)](bench, **options)
+        try:
+            takes_bench = "bench" in inspect.signature(self.twin).parameters
+        except (TypeError, ValueError):
+            takes_bench = False
+        if takes_bench:
+            options.setdefault("bench", bench)
+        return self.twin(**options)
+
+    @property
+    def label(self) -> str:
+        twin = self.twin
+        return str(getattr(twin, "__qualname__", twin)) if twin is not None else str(self.driver)
+
 
 FAULT_SUFFIX = "-F"
 DEFAULT_SERIAL_FAULT = "low_rail"
@@ -55,6 +112,7 @@ class SimBench:
         self._fault = fault
         self._seed = seed
         self._inserted = 0
+        self._wire_faults: list[tuple[str, str, str]] = []  # (spec, instrument, kind)
 
     def insert_dut(self, serial_number: str) -> None:
         """Put a new unit on the fixture; its serial number may choose its fault.
@@ -83,6 +141,16 @@ class SimBench:
         if kind == "error" and isinstance(self.twins[name].server, PtyServer):
             raise ValueError(f"wire fault {spec!r}: {name} has no error queue")
         self.twins[name].server.faults.set(kind, pattern)
+        self._wire_faults.append((spec, name, kind))
+
+    def unfired_faults(self) -> list[str]:
+        """The `set_wire_fault` specs that never acted: their pattern matched no command (a typo,
+        or a command the procedure never sends), so they tested nothing."""
+        return [
+            spec
+            for spec, name, kind in self._wire_faults
+            if not self.twins[name].server.faults.fired.get(kind)
+        ]
 
     def close(self) -> None:
         """Stop every server; readings still integrating end at once."""
@@ -98,21 +166,39 @@ class SimBench:
 
 
 def start_bench(
-    instruments: dict[str, str],
+    instruments: Mapping[str, str | TwinSpec],
     *,
     board: str = "pcba01",
     fault: str | None = None,
     seed: int = 0,
     line_frequency_hz: float = 50.0,
     clock: Clock | None = None,
+    port_base: int | None = None,
+    trace: Callable[[str, str], None] | None = None,
 ) -> SimBench:
-    """Serve a twin for each instrument (name -> driver name) around one simulated board.
+    """Serve a twin for each instrument around one simulated board.
+
+    `instruments` maps each name to a driver name with a simulated model (`SIM_MODELS`,
+    `SERIAL_MODELS`, `GENERIC_MODELS`) or to a `TwinSpec` (a twin class of the user's, or a
+    model with options). A twin with `split()` (a stream twin) is served on a pty, any other
+    on loopback TCP.
 
     `line_frequency_hz` (50 or 60) is the bench's mains, which sets the DMMs' apertures;
     `clock` defaults to wall time (a `sim.bench.SimulatedClock` makes readings instant).
+    `port_base` serves the TCP twins on stable ports: the Nth instrument (from 0, in the order
+    given) on BASE+N (an instrument served on a pty leaves its number unused). `trace(name,
+    message)` is called with every message a twin receives, in the twin's thread.
     """
-    models = {**SIM_MODELS, **SERIAL_MODELS}
-    unknown = sorted(driver for driver in instruments.values() if driver not in models)
+    models = {**SIM_MODELS, **SERIAL_MODELS, **GENERIC_MODELS}
+    specs = {
+        name: spec if isinstance(spec, TwinSpec) else TwinSpec(driver=spec)
+        for name, spec in instruments.items()
+    }
+    unknown = sorted(
+        str(spec.driver)
+        for spec in specs.values()
+        if spec.twin is None and spec.driver not in models
+    )
     if unknown:
         raise ValueError(
             f"no simulated model for driver {unknown[0]!r}; "
@@ -125,12 +211,17 @@ def start_bench(
     )
     twins: dict[str, Twin] = {}
     try:
-        for name, driver in instruments.items():
+        for offset, (name, spec) in enumerate(specs.items()):
             server: TwinServer | PtyServer
-            if driver in SERIAL_MODELS:
-                server = PtyServer(SERIAL_MODELS[driver](bench)).start()
+            twin = spec.build(bench)
+            if callable(getattr(twin, "split", None)):  # a stream twin: a serial line
+                server = PtyServer(twin)
             else:
-                server = TwinServer(SIM_MODELS[driver](bench)).start()
+                port = port_base + offset if port_base is not None else 0
+                server = TwinServer(twin, port=port)
+            if trace is not None:
+                server.on_message = functools.partial(trace, name)
+            server.start()
             twins[name] = Twin(server.twin, server)
     except BaseException:
         for twin in twins.values():

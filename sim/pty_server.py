@@ -19,6 +19,7 @@ import select
 import threading
 import time
 import tty
+from collections.abc import Callable
 from typing import Any
 
 from sim.server import WireFaults
@@ -38,6 +39,8 @@ class PtyServer:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._silent_until = 0.0
+        # Called with every command the twin receives (`station sim --trace`), in its thread.
+        self.on_message: Callable[[str], None] | None = None
 
     @property
     def resource(self) -> str:
@@ -79,6 +82,8 @@ class PtyServer:
                 time.sleep(_IDLE_S)
                 continue
             if self.faults.refuse or time.monotonic() < self._silent_until:
+                if data and self.faults.refuse:
+                    self.faults.fire("refuse")
                 buffer = b""
                 continue
             buffer += data
@@ -90,6 +95,8 @@ class PtyServer:
 
     def _answer(self, command: str) -> bool:
         """Execute and answer one command; False when the link goes silent (drop)."""
+        if self.on_message is not None:
+            self.on_message(command)
         action = self.faults.action(command)
         if action == "no-reply":
             return True

@@ -54,6 +54,14 @@ class WireFaults:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        # How many times each kind acted, by its command-line name: a fault that never fired
+        # tested nothing (a typo in its pattern), and `SimBench.unfired_faults()` says so.
+        self.fired: dict[str, int] = {}
+
+    def fire(self, kind: str) -> None:
+        """Count one action of fault `kind` (the servers call it for `refuse`)."""
+        with self._lock:
+            self.fired[kind] = self.fired.get(kind, 0) + 1
 
     def action(self, message: str) -> str | None:
         """The fault to apply to `message`: "no-reply", "drop", "garbage", "error", "slow" or
@@ -77,11 +85,15 @@ class WireFaults:
                 self.swallowed += 1
             elif kind == "drop":
                 self.dropped += 1
+            self.fired[kind] = self.fired.get(kind, 0) + 1
             return kind
 
     def delay_of(self, action: str | None) -> float:
         """How late the reply to a message given `action` is sent, in seconds."""
-        if self.delay_to is None or action == "slow":
+        if action == "slow":
+            return self.delay_s
+        if self.delay_to is None and self.delay_s:
+            self.fire("slow")  # every reply is late: each one counts
             return self.delay_s
         return 0.0
 
@@ -148,6 +160,8 @@ class LoopbackServer:
         self._clients: set[socket.socket] = set()
         self._lock = threading.Condition()
         self.port = port  # 0: chosen by the OS at start()
+        # Called with every message the twin receives (`station sim --trace`), in its thread.
+        self.on_message: Callable[[str], None] | None = None
 
     @property
     def connection_count(self) -> int:
@@ -235,7 +249,10 @@ class TwinServer(LoopbackServer):
         return f"TCPIP::{self._host}::{self.port}::SOCKET"
 
     def _admit(self, client: socket.socket) -> bool:
-        return not self.faults.refuse  # "refuse": accepted by the kernel, closed at once
+        if self.faults.refuse:  # "refuse": accepted by the kernel, closed at once
+            self.faults.fire("refuse")
+            return False
+        return True
 
     def _serve(self, client: socket.socket) -> None:
         buffer = b""
@@ -260,6 +277,8 @@ class TwinServer(LoopbackServer):
         """Execute and answer one message; False to drop the connection."""
         if not message:
             return True
+        if self.on_message is not None:
+            self.on_message(message)
         action = self.faults.action(message)
         if action == "no-reply":
             return True
@@ -275,6 +294,7 @@ class TwinServer(LoopbackServer):
         delay = self.faults.delay_of(action)
         if delay and self._stopping.wait(delay):
             return True
-        payload = self.faults.garbage if action == "garbage" else reply.encode("ascii")
+        raw = reply if isinstance(reply, bytes) else reply.encode("ascii")  # bytes: a binary block
+        payload = self.faults.garbage if action == "garbage" else raw
         client.sendall(payload + b"\n")
         return True

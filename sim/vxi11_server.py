@@ -200,7 +200,8 @@ class Vxi11Server(LoopbackServer):
                 self.twin.push_error(*self.faults.error)
             if reply is None:
                 continue
-            payload = self.faults.garbage if action == "garbage" else reply.encode("ascii")
+            raw = reply if isinstance(reply, bytes) else reply.encode("ascii")  # bytes: a block
+            payload = self.faults.garbage if action == "garbage" else raw
             ready_at = time.monotonic() + self.faults.delay_of(action)
             with self._lock:
                 link.replies.append((ready_at, payload + b"\n"))

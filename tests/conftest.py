@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,21 @@ def _deliverable_stop_signals() -> None:
 
 
 _deliverable_stop_signals()
+
+
+def _private_lock_dir() -> None:
+    """Give this test process (each xdist worker) its own instrument lock directory.
+
+    Twins listen on ports the OS picks, so a port one worker's test used is soon another's; a
+    lock still held in one worker (a test's session closed late) must not make another worker's
+    unrelated test find its instrument "in use". Processes a test starts inherit the directory,
+    so locking between a test and its `station` processes is still real.
+    """
+    if "STATION_LOCK_DIR" not in os.environ:
+        os.environ["STATION_LOCK_DIR"] = tempfile.mkdtemp(prefix="station-test-locks-")
+
+
+_private_lock_dir()
 
 
 class Bench:

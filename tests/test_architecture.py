@@ -420,6 +420,17 @@ MAY_IMPORT = {
     "station.storage": ["station.records", "station.testing.faultpoints"],
     "station.tofupilot": ["station.storage", "station.records", "station.testing.faultpoints"],
     "station.testing": ["station.records", "station.authoring", "station.config", "station.engine"],
+    "station.web": ["station.records", "station.config", "station.line", "station.tofupilot"],
+    "station.line": [
+        "station.records",
+        "station.authoring",
+        "station.config",
+        "station.bench",
+        "station.engine",
+        "station.storage",
+        "station.tofupilot",
+        "station.testing",
+    ],
     "station.cli": ["station", "drivers", "sim"],
 }
 
@@ -464,6 +475,12 @@ LAYER_RULES = {
     ),
     "station.testing.faultpoints imports only station.records (storage calls it)": dict(
         importers=["station.testing.faultpoints"], allowed=["station.records"]
+    ),
+    "nothing but station.cli imports station.web (the operator page)": dict(
+        importers=[
+            m for m in _modules() if not any(_within(m, p) for p in ("station.web", "station.cli"))
+        ],
+        forbidden=["station.web"],
     ),
     "only the testing package's lazy export imports the harness": dict(
         importers=[m for m in _modules() if m != "station.testing"],

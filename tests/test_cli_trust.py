@@ -61,7 +61,8 @@ def quick(tmp_path: Path) -> Path:
 
 
 def run_dirs(root: Path) -> list[Path]:
-    return sorted((root / "runs").iterdir()) if (root / "runs").is_dir() else []
+    runs = root / "runs"  # .pending, .tofupilot: the data directory's own state
+    return sorted(d for d in runs.iterdir() if not d.name.startswith(".")) if runs.is_dir() else []
 
 
 # -- --version and no command ------------------------------------------------------------------

@@ -45,7 +45,7 @@ sim:
 #  3 instruments:
 #  4   dmm:
 #  5     driver: keysight-34461a
-#  6     resource: USB0::1::INSTR
+#  6     resource: USB0::1::2::3::INSTR
 #  7 procedures:
 #  8   FVT1:
 #  9     module: procedures.fvt1
@@ -55,7 +55,7 @@ station:
 instruments:
   dmm:
     driver: keysight-34461a
-    resource: USB0::1::INSTR
+    resource: USB0::1::2::3::INSTR
 procedures:
   FVT1:
     module: procedures.fvt1
@@ -173,7 +173,7 @@ def test_unknown_key_without_a_close_match_lists_valid_keys(tmp_path):
     path = write(tmp_path, MINIMAL + "colour: blue\n")
     assert str(load_error(path)) == (
         f"{path}:10: colour: unknown key 'colour' (valid keys: station, tofupilot, data_dir, "
-        f"instruments, procedures, sim)"
+        f"instruments, procedures, sim, visa_library)"
     )
 
 
@@ -216,11 +216,11 @@ def test_timeout_must_be_positive(tmp_path):
 
 def test_instrument_numbers_must_be_positive_and_not_booleans(tmp_path):
     text = MINIMAL.replace(
-        "    resource: USB0::1::INSTR\n",
-        "    resource: USB0::1::INSTR\n    timeout_ms: 0\n    baud_rate: yes\n",
+        "    resource: USB0::1::2::3::INSTR\n",
+        "    resource: USB0::1::2::3::INSTR\n    timeout_ms: 0\n    baud_rate: yes\n",
     )
     message = str(load_error(write(tmp_path, text)))
-    assert ":7: instruments.dmm.timeout_ms: must be greater than 0 (got 0)" in message
+    assert ":7: instruments.dmm.timeout_ms: must be at least 100 ms (got 0)" in message
     assert ":8: instruments.dmm.baud_rate: must be a number, not true" in message
 
 
@@ -243,7 +243,7 @@ def test_several_problems_are_reported_together_one_per_line_in_file_order(tmp_p
 
 
 def test_missing_required_key_points_at_the_parent_mapping(tmp_path):
-    path = write(tmp_path, MINIMAL.replace("    resource: USB0::1::INSTR\n", ""))
+    path = write(tmp_path, MINIMAL.replace("    resource: USB0::1::2::3::INSTR\n", ""))
     error = load_error(path)
     assert str(error) == f"{path}:4: instruments.dmm: missing required key 'resource'"
     assert (error.line, error.field) == (4, "instruments.dmm")
@@ -448,8 +448,8 @@ def test_duplicate_key_names_both_lines(tmp_path):
     path = write(
         tmp_path,
         MINIMAL.replace(
-            "    resource: USB0::1::INSTR\n",
-            "    resource: USB0::1::INSTR\n    driver: rigol-dp832\n",
+            "    resource: USB0::1::2::3::INSTR\n",
+            "    resource: USB0::1::2::3::INSTR\n    driver: rigol-dp832\n",
         ),
     )
     error = load_error(path)
@@ -519,16 +519,17 @@ def test_merge_keys_work(tmp_path):
     text = (
         "station: {name: Bench 3}\n"
         "instruments:\n"
-        "  dmm: &keysight {driver: keysight-34461a, resource: 'USB0::1::INSTR', timeout_ms: 5000}\n"
+        "  dmm: &keysight {driver: keysight-34461a, resource: 'USB0::1::2::3::INSTR', "
+        "timeout_ms: 5000}\n"
         "  dmm2:\n"
         "    <<: *keysight\n"
-        "    resource: 'USB0::2::INSTR'\n"
+        "    resource: 'USB0::1::2::4::INSTR'\n"
         "procedures: {FVT1: {module: procedures.fvt1}}\n"
     )
     config = load_config(write(tmp_path, text))
     assert config.instruments["dmm2"].driver == "keysight-34461a"
     assert config.instruments["dmm2"].timeout_ms == 5000
-    assert config.instruments["dmm2"].resource == "USB0::2::INSTR"
+    assert config.instruments["dmm2"].resource == "USB0::1::2::4::INSTR"
     assert config.line_of("instruments.dmm2.resource") == 6
 
 
@@ -563,7 +564,7 @@ def test_env_expansion_default_and_escape(tmp_path, monkeypatch):
 
 def test_unset_variable_is_an_error_naming_it_and_its_line(tmp_path, monkeypatch):
     monkeypatch.delenv("DMM_RESOURCE", raising=False)
-    path = write(tmp_path, MINIMAL.replace("USB0::1::INSTR", "${DMM_RESOURCE}"))
+    path = write(tmp_path, MINIMAL.replace("USB0::1::2::3::INSTR", "${DMM_RESOURCE}"))
     error = load_error(path)
     assert str(error) == (
         f"{path}:6: instruments.dmm.resource: environment variable DMM_RESOURCE is not set "

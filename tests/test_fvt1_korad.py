@@ -61,7 +61,7 @@ def test_fvt1_passes_with_a_korad_supply(korad_station):
         "KORAD KA3005P"
         in (korad_station.parent / "runs")
         .joinpath(
-            next(p.name for p in (korad_station.parent / "runs").iterdir() if p.is_dir()),
+            next(p.name for p in (korad_station.parent / "runs").glob("[!.]*") if p.is_dir()),
             "run.json",
         )
         .read_text()

@@ -42,7 +42,7 @@ def events(run_dir):
 
 def test_run_directory_holds_journal_and_run_json(bench):
     record = bench.run(PROCEDURE, journal=True, serial="SN/7 x")
-    (run_dir,) = (bench.root / "runs").iterdir()
+    (run_dir,) = (bench.root / "runs").glob("[!.]*")
     assert run_dir.name.endswith(f"_T1_SN_7_x_{record.run_id[:8]}")
     kinds = [e["event"] for e in events(run_dir)]
     assert kinds == [
@@ -63,7 +63,7 @@ def test_run_directory_holds_journal_and_run_json(bench):
 
 def test_recover_keeps_finished_phases_and_names_the_interrupted_one(bench):
     bench.run(PROCEDURE, journal=True)
-    (run_dir,) = (bench.root / "runs").iterdir()
+    (run_dir,) = (bench.root / "runs").glob("[!.]*")
     lines = lines_of(run_dir)
     # Keep run_started, first phase started+ended, second phase started; then a torn line.
     (run_dir / JOURNAL).write_text("\n".join(lines[:4]) + '\n{"event":"phase_en')
@@ -81,7 +81,7 @@ def test_recover_keeps_finished_phases_and_names_the_interrupted_one(bench):
 
 def test_recover_when_killed_while_writing_run_json_keeps_the_real_outcome(bench):
     bench.run(PROCEDURE, journal=True)
-    (run_dir,) = (bench.root / "runs").iterdir()
+    (run_dir,) = (bench.root / "runs").glob("[!.]*")
     (run_dir / RUN_JSON).unlink()
     record = recover(run_dir)
     assert record.outcome == "PASS" and len(record.phases) == 2
@@ -89,7 +89,7 @@ def test_recover_when_killed_while_writing_run_json_keeps_the_real_outcome(bench
 
 def test_recover_before_first_phase(bench):
     bench.run(PROCEDURE, journal=True)
-    (run_dir,) = (bench.root / "runs").iterdir()
+    (run_dir,) = (bench.root / "runs").glob("[!.]*")
     first_line = lines_of(run_dir)[0]
     (run_dir / JOURNAL).write_text(first_line + "\n")
     (run_dir / RUN_JSON).unlink()
@@ -123,7 +123,7 @@ def test_recover_keeps_the_unit_identity_a_phase_set(bench):
     """
     record = bench.run(procedure, journal=True)
     assert (record.part_number, record.revision, record.batch_number) == ("PCBA01-X", "C", "B42")
-    (run_dir,) = (bench.root / "runs").iterdir()
+    (run_dir,) = (bench.root / "runs").glob("[!.]*")
     (run_dir / RUN_JSON).unlink()  # killed while writing run.json: recovered from the journal
     recovered = recover(run_dir)
     assert (recovered.part_number, recovered.revision, recovered.batch_number) == (

@@ -146,9 +146,9 @@ def test_every_shell_command_is_run_here_or_says_why_not():
 @pytest.fixture
 def readme_bench(tmp_path: Path) -> Path:
     """A station directory made of the README's station.yaml and its procedure example."""
-    (tmp_path / "station.yaml").write_text(the_block("yaml", "instruments:").text, "utf-8")
+    (tmp_path / "station.yaml").write_text(the_block("yaml", "name: Bench 3").text, "utf-8")
     (tmp_path / "procedures").mkdir()
-    procedure = the_block("python", "@phase").text
+    procedure = the_block("python", "FVT1: functional test").text
     (tmp_path / "procedures" / "fvt1.py").write_text(procedure, "utf-8")
     return tmp_path
 

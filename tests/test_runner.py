@@ -548,5 +548,5 @@ def test_injection_logs_dut_and_run_helpers(bench, tmp_path):
     assert record.sub_units == ["SUB-1"] and record.metadata == {"fixture": "F7"}
     (att,) = record.attachments
     assert att.name == "scope.csv" and att.phase == "p" and att.size == attachment.stat().st_size
-    run_dir = next((bench.root / "runs").iterdir())
+    run_dir = next((bench.root / "runs").glob("[!.]*"))
     assert (run_dir / att.path).read_text() == attachment.read_text()

@@ -37,5 +37,5 @@ def test_serial_is_prompted_on_a_terminal_and_blank_scans_are_asked_again(tmp_pa
     assert process.returncode == 0, out + err
     assert out.count("Scan or type the serial number:") == 2
     assert "the serial number is empty; try again" in out
-    (run_dir,) = (tmp_path / "runs").iterdir()
+    (run_dir,) = (tmp_path / "runs").glob("[!.]*")
     assert json.loads((run_dir / "run.json").read_text())["serial_number"] == "SN-4242"

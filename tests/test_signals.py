@@ -105,7 +105,7 @@ def start_run(root: Path, procedure: str, until: str, env: dict[str, str] | None
 
 
 def the_record(root: Path) -> dict:
-    (run_dir,) = sorted((root / "runs").iterdir())
+    (run_dir,) = sorted((root / "runs").glob("[!.]*"))
     return json.loads((run_dir / "run.json").read_text())
 
 

@@ -44,7 +44,7 @@ PROCEDURE = """
 
 def recorded_run(bench, source: str = PROCEDURE, **kw) -> Path:
     bench.run(source, journal=True, **kw)
-    (run_dir,) = (bench.root / "runs").iterdir()
+    (run_dir,) = (bench.root / "runs").glob("[!.]*")
     return run_dir
 
 
@@ -231,7 +231,7 @@ def test_a_disk_filling_mid_run_keeps_every_phase_in_the_journal(bench, monkeypa
     monkeypatch.setitem(sys.modules, "station_disk", module)
     record = bench.run(FILLS, journal=True)
     assert record.outcome == "PASS"
-    (run_dir,) = (bench.root / "runs").iterdir()
+    (run_dir,) = (bench.root / "runs").glob("[!.]*")
     # The reserve was given up to hold the rest of the run: nothing is missing from the journal.
     assert not (run_dir / journal_module.RESERVE).exists()
     (run_dir / RUN_JSON).unlink(missing_ok=True)
@@ -256,7 +256,7 @@ def test_a_run_directory_removed_mid_run_is_re_created_with_the_record(bench):
 
         @phase
         def remove_the_run_directory():
-            shutil.rmtree(next(pathlib.Path({str(runs)!r}).iterdir()))
+            shutil.rmtree(next(pathlib.Path({str(runs)!r}).glob("[!.]*")))
 
         @phase
         def last():
@@ -264,7 +264,7 @@ def test_a_run_directory_removed_mid_run_is_re_created_with_the_record(bench):
     """
     record = bench.run(removes, journal=True)
     journal = bench.last_runner._listeners[0]
-    (run_dir,) = runs.iterdir()
+    (run_dir,) = runs.glob("[!.]*")
     assert read_record(run_dir) == record  # what the runner held, whole
     (failure,) = journal.failures  # said once, truly
     assert "was removed during the run" in failure and "re-created" in failure

@@ -60,10 +60,18 @@ def upload_child(args: dict[str, Any]) -> dict[str, Any]:
         record = _record(Path(tmp), Shape.from_args(args))
     steps: dict[str, list[float]] = {"build": [], "validate": [], "upload": []}
     with TofuPilotClient(args["url"], args["key"]) as client:
+        # TofuPilot's id of the procedure, as the outbox resolves it (once) by name.
+        procedure_id = next(
+            p["id"]
+            for p in client.current_station()["procedures"]
+            if p["name"].casefold() == record.procedure_id.casefold()
+        )
 
         def once() -> tuple[float, float, float]:
             t0 = time.perf_counter()
-            body = build_run_body(record, client_run_ref=f"bench-{uuid.uuid4().hex}")
+            body = build_run_body(
+                record, client_run_ref=f"bench-{uuid.uuid4().hex}", procedure_id=procedure_id
+            )
             t1 = time.perf_counter()
             validate(body)
             t2 = time.perf_counter()
@@ -80,7 +88,9 @@ def upload_child(args: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = {
             "steps": steps,
             "first": first,
-            "body_bytes": len(json.dumps(build_run_body(record, client_run_ref="x"))),
+            "body_bytes": len(
+                json.dumps(build_run_body(record, client_run_ref="x", procedure_id=procedure_id))
+            ),
         }
         if args.get("profile"):
             result["profile"] = profile_text(once)

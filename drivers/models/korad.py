@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 from drivers.errors import KIND_GARBAGE, KIND_NOT_APPLIED, KIND_WRONG_MODEL
-from drivers.models.psu import PowerSupply
+from drivers.models.psu import PowerSupply, Regulation
 from drivers.models.scpi import ScpiInstrument
 from drivers.transport.seam import ByteTransport, Transport
 
@@ -127,6 +127,12 @@ class KoradKA3005P(ScpiInstrument, PowerSupply):
     def is_enabled(self, channel: int) -> bool:
         self._check_channel(channel)
         return bool(self.status() & STATUS_OUTPUT_ON)
+
+    def regulation(self, channel: int) -> Regulation:
+        """STATUS? bit 0: 1 constant voltage, 0 constant current (the KA3005P reports no
+        unregulated state; with the output off it reads constant voltage)."""
+        self._check_channel(channel)
+        return "CV" if self.status() & STATUS_CV else "CC"
 
     def status(self) -> int:
         """The STATUS? byte (bit 6 output on, bit 0 constant voltage)."""

@@ -1,7 +1,9 @@
 """Power supplies: the PowerSupply capability and one class per model.
 
 Channels are 1-based integers, values SI floats, output states `bool`, whatever the vendor
-writes on the wire (`CH1` or `(@1)`, `ON` or `1`, `5.000` or `+5.00000000E+00`).
+writes on the wire (`CH1` or `(@1)`, `ON` or `1`, `5.000` or `+5.00000000E+00`). Every model
+says from its own status whether a channel is in constant voltage or current-limited
+(`regulation()`), so a shorted or overloaded board is visible as such.
 """
 
 from __future__ import annotations
@@ -9,10 +11,14 @@ from __future__ import annotations
 import abc
 import contextlib
 import re
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple, cast
 
 from drivers.errors import KIND_GARBAGE, KIND_NOT_APPLIED, InstrumentError
 from drivers.models.scpi import ScpiInstrument
+
+Regulation = Literal["CV", "CC", "UR"]
+"""How a supply channel regulates: constant voltage, constant current (current-limited), or
+unregulated (neither loop in control)."""
 
 
 class Rating(NamedTuple):
@@ -67,6 +73,16 @@ class PowerSupply(abc.ABC):
     @abc.abstractmethod
     def is_enabled(self, channel: int) -> bool:
         """Whether the output of `channel` is on."""
+
+    @abc.abstractmethod
+    def regulation(self, channel: int) -> Regulation:
+        """How `channel` regulates now, from the supply's status: "CV" (it holds its set
+        voltage), "CC" (its current limit holds the output below the set voltage: a short or an
+        overloaded board) or "UR" (neither; see each model for what it reports when off)."""
+
+    def is_current_limited(self, channel: int) -> bool:
+        """Whether `channel` is in constant current: its limit, not its voltage, decides."""
+        return self.regulation(channel) == "CC"
 
     def disable_all(self) -> None:
         """Turn every output off; tries all channels even if one fails, then raises the first."""
@@ -232,6 +248,15 @@ class RigolDP832(ScpiPowerSupply):
     def is_enabled(self, channel: int) -> bool:
         return self._query_bool(f":OUTP? CH{self._check_channel(channel)}", "ON or OFF")
 
+    def regulation(self, channel: int) -> Regulation:
+        """`:OUTP:MODE? CH<n>` answers CV, CC or UR (CV with the output off)."""
+        command = f":OUTP:MODE? CH{self._check_channel(channel)}"
+        reply = self.query(command).upper()
+        if reply in ("CV", "CC", "UR"):
+            return cast(Regulation, reply)
+        raise self._error(f"expected CV, CC or UR from {command!r}, got {reply!r}", command,
+                          KIND_GARBAGE)  # fmt: skip
+
 
 class KeysightE36312A(ScpiPowerSupply):
     """Keysight E36312A triple-output supply (CH1 6 V/5 A; CH2, CH3 25 V/1 A).
@@ -282,6 +307,28 @@ class KeysightE36312A(ScpiPowerSupply):
 
     def is_enabled(self, channel: int) -> bool:
         return self._query_bool(f"OUTP? (@{self._check_channel(channel)})", "1 or 0")
+
+    def regulation(self, channel: int) -> Regulation:
+        """The channel's questionable-instrument-summary condition register,
+        `STAT:QUES:INST:ISUM<n>:COND?`: bit 0 set in constant voltage, bit 1 in constant
+        current; neither (an output that is off) is "UR"."""
+        command = f"STAT:QUES:INST:ISUM{self._check_channel(channel)}:COND?"
+        reply = self.query(command)
+        try:
+            condition = int(float(reply))
+        except ValueError:
+            raise self._error(f"expected a register value from {command!r}, got {reply!r}",
+                              command, KIND_GARBAGE) from None  # fmt: skip
+        if condition & ISUM_CC:
+            return "CC"
+        if condition & ISUM_CV:
+            return "CV"
+        return "UR"
+
+
+# E36300 questionable instrument summary register bits.
+ISUM_CV = 0x01
+ISUM_CC = 0x02
 
 
 def _number(value: float) -> str:

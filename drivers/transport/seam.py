@@ -63,6 +63,14 @@ class ByteTransport(Transport, Protocol):
     def query_bytes(self, command: str, count: int) -> bytes: ...
 
 
+@runtime_checkable
+class BlockTransport(Transport, Protocol):
+    """A transport that also reads IEEE 488.2 definite-length binary blocks
+    (`#<n><length><data>`: waveforms, screenshots): `VisaTransport`."""
+
+    def query_block(self, command: str) -> bytes: ...
+
+
 def is_serial_resource(resource: str) -> bool:
     """Whether `resource` names a raw serial port for pyserial rather than a VISA resource.
 

@@ -44,7 +44,7 @@ from drivers.errors import (
     KIND_TIMEOUT,
     InstrumentError,
 )
-from drivers.transport import locking
+from drivers.transport import locking, trace
 
 # After a timeout a late reply may still arrive; drain until the line has been quiet this long.
 DRAIN_QUIET_S = 0.1
@@ -479,6 +479,23 @@ class SessionTransport(abc.ABC):
     def _call(self, command: str | None, action: Callable[[Connection], _T]) -> _T:
         """Run `action` on the connection: guard, lock, timeout, and errors translated.
 
+        Every call goes through the hook installed at the seam (`trace.installed`: the I/O trace
+        of `--trace-io`, the replay check of `--sim-replay`), if any.
+        """
+        hook = trace.hook
+        if hook is not None:
+            return hook.call(self, command, lambda: self._call_session(command, action, hook))
+        return self._call_session(command, action, None)
+
+    def _call_session(
+        self,
+        command: str | None,
+        action: Callable[[Connection], _T],
+        hook: trace.IoHook | None,
+    ) -> _T:
+        """`_call` inside the hook, which is told (`on_wire`) when the command is about to be
+        sent: a call refused or failed before that never reached the instrument.
+
         The common case (connection open, idle, nothing to clear) takes no other lock than the
         connection's; everything else goes through `_ready_connection`.
         """
@@ -497,6 +514,8 @@ class SessionTransport(abc.ABC):
                 if conn.applied_timeout_ms != self.timeout_ms:
                     self._apply_timeout(conn)
                     conn.applied_timeout_ms = self.timeout_ms
+                if hook is not None:
+                    hook.on_wire(self, command)
                 result = action(conn)
                 self._answered = True
             except InstrumentError:

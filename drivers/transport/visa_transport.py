@@ -17,7 +17,8 @@ import socket
 import threading
 from typing import TYPE_CHECKING, Any
 
-from drivers.errors import KIND_IO, KIND_REFUSED
+from drivers.errors import KIND_IO, KIND_NO_BACKEND, KIND_REFUSED
+from drivers.transport.backends import backend_problem
 from drivers.transport.session import (
     DRAIN_MAX_S,
     DRAIN_QUIET_S,
@@ -33,23 +34,26 @@ if TYPE_CHECKING:
 
 # pyvisa-py's session table is shared by every resource of the one manager: open one at a time.
 _open_lock = threading.Lock()
-_rm: pyvisa.ResourceManager | None = None
+_rms: dict[str, pyvisa.ResourceManager] = {}
 _rm_lock = threading.Lock()
+DEFAULT_VISA_LIBRARY = "@py"
 
 
-def get_resource_manager() -> pyvisa.ResourceManager:
-    """The process-wide pyvisa-py resource manager, created on first use.
+def get_resource_manager(library: str = DEFAULT_VISA_LIBRARY) -> pyvisa.ResourceManager:
+    """The process-wide resource manager of a VISA implementation, created on first use.
 
-    It is shared by every transport and never closed by one: closing a manager closes the
-    sessions of every instrument opened through it (pyvisa#742).
+    `library` is pyvisa's: "@py" (pyvisa-py, the default), "@ivi" (NI-VISA, Keysight IO
+    Libraries), or the path of a VISA library. One per library, shared by every transport and
+    never closed by one: closing a manager closes the sessions of every instrument opened
+    through it (pyvisa#742).
     """
-    global _rm
     with _rm_lock:
-        if _rm is None:
+        rm = _rms.get(library)
+        if rm is None:
             import pyvisa
 
-            _rm = pyvisa.ResourceManager("@py")
-        return _rm
+            rm = _rms[library] = pyvisa.ResourceManager(library)
+        return rm
 
 
 def _raw_session(inst: Any) -> Any:
@@ -69,6 +73,10 @@ class VisaTransport(SessionTransport):
     peer at once (pyvisa-py alone waits out the whole timeout, since it takes recv() == b"" for
     "no data yet"): there the messages go through our `SocketLink`, not pyvisa's read/write.
     """
+
+    def __init__(self, resource: str, *, visa_library: str | None = None, **options: Any) -> None:
+        super().__init__(resource, **options)
+        self.visa_library = visa_library or DEFAULT_VISA_LIBRARY
 
     # -- public API -------------------------------------------------------------------------
 
@@ -96,6 +104,41 @@ class VisaTransport(SessionTransport):
                 data: bytes = conn.link.read_exact(count, self.timeout_ms / 1000)
                 return data
             return bytes(conn.inst.read_bytes(count))
+
+        return self._call(command, write_then_read)
+
+    def query_block(self, command: str) -> bytes:
+        """Write `command` and read its reply as one IEEE 488.2 definite-length block,
+        `#<n><length><data>` (a waveform, a screenshot), then the termination after it.
+
+        On a ::SOCKET the block is read from the session's socket, each part within the
+        timeout; on other sessions (VXI-11, HiSLIP, USB, GPIB) by pyvisa's `read_binary_values`.
+        A reply that is not such a block raises, and drops the session (what follows it in the
+        stream is unknown), so the next call reconnects.
+        """
+
+        def write_then_read(conn: Connection) -> bytes:
+            self._send(conn, command)
+            link = conn.link
+            if link is None:
+                block = conn.inst.read_binary_values(
+                    datatype="B", container=bytes, header_fmt="ieee", expect_termination=True
+                )
+                return bytes(block)
+            timeout_s = self.timeout_ms / 1000
+            header = link.read_exact(2, timeout_s)
+            if header[:1] != b"#" or header[1:2] not in b"123456789" or len(header) != 2:
+                raise ValueError(
+                    f"expected an IEEE 488.2 block (#<n><length><data>), got {header!r}"
+                )
+            digits = link.read_exact(int(header[1:2]), timeout_s)
+            if not digits.isdigit():
+                raise ValueError(f"block length {digits!r} is not a number")
+            data: bytes = link.read_exact(int(digits), timeout_s)
+            termination = self.read_termination.encode("ascii")
+            if termination and link.read_exact(len(termination), timeout_s) != termination:
+                raise ValueError(f"no {self.read_termination!r} after a {len(data)}-byte block")
+            return data
 
         return self._call(command, write_then_read)
 
@@ -133,16 +176,32 @@ class VisaTransport(SessionTransport):
         }
         if self.baud_rate is not None and self.resource.upper().startswith("ASRL"):
             options["baud_rate"] = self.baud_rate
-        rm = get_resource_manager()
+        try:
+            library = self.visa_library
+            if library == DEFAULT_VISA_LIBRARY:
+                rm = get_resource_manager()
+            else:
+                rm = get_resource_manager(library)
+        except Exception as exc:  # OSError, pyvisa LibraryError, ValueError ("not found")
+            raise self._error(
+                f"cannot open: VISA library {self.visa_library!r} is not available ({exc}); "
+                "install it (NI-VISA or Keysight IO Libraries for @ivi) or remove visa_library "
+                "to use the built-in @py",
+                kind=KIND_NO_BACKEND,
+            ) from exc
         try:
             with _open_lock:
                 inst = rm.open_resource(self.resource, **options)
         except Exception as exc:  # pyvisa-py raises a bare Exception("could not connect...")
+            missing = backend_problem(self.resource, self.visa_library)
+            if missing is not None:  # e.g. "Please install PyUSB": say what, and the udev rule
+                raise self._error(missing, kind=KIND_NO_BACKEND) from exc
             kind = KIND_REFUSED if _looks_refused(exc) else KIND_IO
             raise self._error(f"cannot open: {exc}", kind=kind) from exc
         session = _raw_session(inst)
         interface = getattr(session, "interface", None)
-        if not self.resource.upper().endswith("::SOCKET"):
+        if not self.resource.upper().endswith("::SOCKET") or session is None:
+            # (session None: another VISA library than pyvisa-py; it cannot be aborted here.)
             # pyserial (ASRL) can cancel a read; USB, VXI-11, HiSLIP and GPIB sessions cannot.
             abort = getattr(interface, "cancel_read", None)
             conn = Connection(inst, session=session, abort=abort)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,7 +40,10 @@ def load_run_schema() -> dict[str, Any]:
 
 def default_keys() -> dict[str, dict[str, Any]]:
     """A demo organisation: a station linked to FVT1 and T1, a second station linked to ICT1
-    (so ICT1 is a known procedure the first station may not write), and a user key."""
+    (so ICT1 is a known procedure the first station may not write), and a user key.
+
+    `procedures` lists procedure names (or ids of procedures the emulator already knows): the
+    emulator creates a procedure with a UUID id for each name it does not know yet."""
 
     def key(kind: str) -> str:
         return f"tp_{kind}_{secrets.token_urlsafe(18)}"
@@ -65,9 +70,33 @@ def default_keys() -> dict[str, dict[str, Any]]:
 
 
 @dataclass
+class Procedure:
+    """A TofuPilot procedure: its own id (a UUID), its dashboard name, and the legacy v1
+    identifier (the "FVT1" of v1 uploads), which is the name unless given."""
+
+    id: str
+    name: str
+    identifier: str | None
+    created_at: str
+
+
+@dataclass
+class StoredUnit:
+    id: str
+    serial_number: str
+    part_number: str
+    revision_number: str
+    created_at: str
+    created_by: dict[str, Any]
+    sample: str | None = None
+    batch_number: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class StoredAttachment:
     id: str
-    run_id: str
+    run_id: str | None  # None: a generic upload (POST /v2/attachments) not linked to a run yet
     name: str
     token: str  # the "signature" of its upload URL
     data: bytes | None = None
@@ -82,6 +111,9 @@ class StoredRun:
     created_by: dict[str, Any]  # the key's identity (never the key)
     created_at: str
     attachments: list[StoredAttachment] = field(default_factory=list)
+    api: str = "v2"  # "v1" when it came through POST /api/v1/runs (body is then normalised)
+    v1_body: dict[str, Any] | None = None  # the v1 body as received
+    unit_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -94,13 +126,17 @@ class RequestLog:
 
 
 class ApiError(Exception):
-    """An error answer: `{code, message, issues?}` with the documented code for `status`."""
+    """An error answer: `{code, message, issues?}` with the documented code for `status`; for
+    the legacy v1 API (`legacy=True`), `{success: false, error: {message}}` as v1 answers."""
 
     def __init__(self, status: int, message: str, issues: list[dict[str, Any]] | None = None):
         super().__init__(message)
         self.status, self.message, self.issues = status, message, issues
+        self.legacy = False
 
     def body(self) -> dict[str, Any]:
+        if self.legacy:
+            return {"success": False, "error": {"message": self.message}}
         body: dict[str, Any] = {"code": CODES.get(self.status, "ERROR"), "message": self.message}
         if self.issues is not None:
             body["issues"] = self.issues
@@ -155,3 +191,30 @@ def clip(text: str, limit: int) -> str:
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+
+
+def is_uuid(value: object) -> bool:
+    """What the service's validator accepts as a uuid (8-4-4-4-12 hex digits)."""
+    return isinstance(value, str) and _UUID_RE.fullmatch(value) is not None
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def iso_duration(started_at: str, ended_at: str) -> str:
+    """ISO 8601 duration between two timestamps (`PT5.25S`), as the service answers it."""
+    seconds = max(0.0, (parse_time(ended_at) - parse_time(started_at)).total_seconds())
+    return f"PT{seconds:.3f}".rstrip("0").rstrip(".") + "S"
+
+
+def parse_time(text: str) -> datetime:
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -38,6 +38,7 @@ class SimKeysightE36312A(ScpiTwin):
         self.command("OUTPut:PROTection:CLEar", self._clear_trip)
         self.command("OUTPut[:STATe]", self._set_output)
         self.command("OUTPut[:STATe]?", self._get_output)
+        self.command("STATus:QUEStionable:INSTrument:ISUMmary#:CONDition?", self._condition)
         self.command("INSTrument:NSELect", self._select)
         self.command("INSTrument:NSELect?", lambda call: str(self.selected))
         measure = "MEASure[:SCALar]"
@@ -93,6 +94,15 @@ class SimKeysightE36312A(ScpiTwin):
             return ",".join(nr3(getattr(self.bench.channel(c), setting)) for c in channels)
 
         return get_value
+
+    def _condition(self, call: Call) -> str:
+        """The channel's questionable instrument summary: bit 0 CV, bit 1 CC, 0 when off."""
+        channel = call.suffix or 1
+        if channel not in PSU_CHANNELS:
+            raise ScpiError(*DATA_OUT_OF_RANGE)
+        if not self.bench.channel(channel).enabled:
+            return "0"
+        return "2" if self.bench.psu_regulation(channel) == "CC" else "1"
 
     def _get_tripped(self, call: Call) -> str:
         _, channels = self._split(call)

@@ -85,7 +85,6 @@ class SimKoradKA3005P:
     def _status(self) -> int:
         channel = self.bench.channel(DUT_CHANNEL)
         status = 0x40 if channel.enabled else 0
-        _, amps = self.bench.psu_output(DUT_CHANNEL)
-        if not channel.enabled or amps < channel.current_limit:
-            status |= 0x01  # constant voltage
+        if self.bench.psu_regulation(DUT_CHANNEL) == "CV":
+            status |= 0x01  # constant voltage (also with the output off)
         return status

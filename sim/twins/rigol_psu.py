@@ -34,6 +34,7 @@ class SimRigolDP832(ScpiTwin):
         self.command("OUTPut:OVP[:STATe]", self._set_ovp_state)
         self.command("OUTPut:OVP[:STATe]?", self._get_ovp_state)
         self.command("OUTPut:OVP:QUEStion?", self._get_ovp_tripped)
+        self.command("OUTPut:MODE?", self._get_mode)
         self.command("INSTrument:NSELect", self._select_number)
         self.command("INSTrument[:SELect]", self._select_name)
         self.command("MEASure[:VOLTage][:DC]?", self._measure_voltage)
@@ -113,6 +114,11 @@ class SimRigolDP832(ScpiTwin):
     def _get_ovp_state(self, call: Call) -> str:
         channel, _ = self._channel_args(call)
         return "ON" if self.bench.channel(channel).ovp_enabled else "OFF"
+
+    def _get_mode(self, call: Call) -> str:
+        """CV or CC from the bench's circuit (CV with the output off)."""
+        channel, _ = self._channel_args(call)
+        return self.bench.psu_regulation(channel)
 
     def _get_ovp_tripped(self, call: Call) -> str:
         channel, _ = self._channel_args(call)

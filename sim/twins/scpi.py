@@ -65,7 +65,7 @@ class Call:
         return value
 
 
-Handler = Callable[[Call], "str | None"]
+Handler = Callable[[Call], "str | bytes | None"]
 
 
 def compile_header(pattern: str) -> re.Pattern[str]:
@@ -162,9 +162,13 @@ class ScpiTwin:
         with self._lock:
             return list(self._errors)
 
-    def handle(self, message: str) -> str | None:
-        """Execute one program message; the reply line, or None if it held no query."""
-        replies: list[str] = []
+    def handle(self, message: str) -> str | bytes | None:
+        """Execute one program message; the reply line, or None if it held no query.
+
+        A reply holding a binary block (a handler returned bytes: `#<n><length><data>`) is
+        bytes; the server sends it as it is, then the line terminator.
+        """
+        replies: list[str | bytes] = []
         with self._lock:
             for text in split_message(message):
                 header, _, rest = text.partition(" ")
@@ -175,9 +179,11 @@ class ScpiTwin:
                     continue
                 if reply is not None:
                     replies.append(reply)
-        return ";".join(replies) if replies else None
+        if any(isinstance(reply, bytes) for reply in replies):
+            return b";".join(r if isinstance(r, bytes) else r.encode("ascii") for r in replies)
+        return ";".join(r for r in replies if isinstance(r, str)) if replies else None
 
-    def _dispatch(self, header: str, args: tuple[str, ...]) -> str | None:
+    def _dispatch(self, header: str, args: tuple[str, ...]) -> str | bytes | None:
         for pattern, handler in self._commands:
             match = pattern.fullmatch(header)
             if match:

@@ -8,15 +8,18 @@ lines are captured by its own logger (`run_logger`), bounded per phase and per m
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, SupportsIndex, overload
+from typing import Any, Protocol, SupportsIndex, overload
 
 from station.authoring.cancel import CancelToken, PhaseCancelled, current_token
 from station.authoring.limits import MeasurementSpec
@@ -26,13 +29,23 @@ from station.records.text import safe_repr, truncate
 __all__ = [
     "MAX_LOG_LINES",
     "MAX_LOG_MESSAGE",
+    "PROMPT_KINDS",
+    "Answer",
+    "CancelSignal",
     "Dut",
     "LogCapture",
     "MeasurementTypeError",
     "Measurements",
+    "PromptCancelled",
+    "PromptError",
+    "PromptProvider",
+    "PromptRequest",
+    "PromptTimeout",
     "RunContext",
     "SubUnits",
     "UndeclaredMeasurementError",
+    "as_prompt_provider",
+    "parse_answer",
     "run_logger",
 ]
 
@@ -189,6 +202,251 @@ class Measurements:
         ]
 
 
+# -- prompts ----------------------------------------------------------------------------------
+
+PROMPT_KINDS = ("text", "number", "confirm", "choice")
+Answer = str | float | bool  # what run.prompt() returns: str (text, choice), float, bool
+_YES = frozenset({"y", "yes", "true", "1"})
+_NO = frozenset({"n", "no", "false", "0"})
+
+
+class PromptError(Exception):
+    """`run.prompt()` got no answer: nobody to ask, no answer in the answers file, or a bad
+    prompt. Raised in the phase, at its line: the phase ends ERROR, never a FAIL of the unit."""
+
+
+class PromptTimeout(PromptError):
+    """Nobody answered within the prompt's `timeout_s`."""
+
+
+class PromptCancelled(PromptError):
+    """The question was withdrawn before it was answered (the station is closing)."""
+
+
+class CancelSignal(Protocol):
+    """What a prompt provider watches while it waits: set once the phase is stopped."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+@dataclass(frozen=True)
+class PromptRequest:
+    """One question a phase puts to the operator (`run.prompt`).
+
+    `image` is a path relative to the procedure's directory (a picture of the fixture), shown
+    by the providers that can show one. `default` is the answer an empty reply gives.
+    `timeout_s` bounds the wait (None: wait as long as the run may last). `phase` is the phase
+    asking (None outside a phase).
+    """
+
+    id: str
+    key: str | None
+    text: str
+    kind: str  # one of PROMPT_KINDS
+    choices: tuple[str, ...] | None = None
+    image: str | None = None
+    default: Answer | None = None
+    timeout_s: float | None = None
+    phase: str | None = None
+
+    def parse(self, raw: object) -> Answer:
+        """`raw` (typed text or a JSON value) as this prompt's typed answer; ValueError saying
+        what is expected otherwise. See `parse_answer`."""
+        return parse_answer(self, raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The request as JSON-ready data (events, the page)."""
+        return {
+            "id": self.id,
+            "key": self.key,
+            "text": self.text,
+            "kind": self.kind,
+            "choices": list(self.choices) if self.choices is not None else None,
+            "image": self.image,
+            "default": self.default,
+            "timeout_s": self.timeout_s,
+            "phase": self.phase,
+        }
+
+
+class PromptProvider(Protocol):
+    """Who answers `run.prompt()`: the terminal, the operator page, an answers file.
+
+    `ask` blocks until the answer (typed for the request's kind: `request.parse`) and raises
+    `PromptTimeout` after `request.timeout_s`, `PromptCancelled` once `cancel` is set (the
+    phase was stopped) or the question is withdrawn. `name` says who answered, for the record
+    ("terminal", "page", "answers-file").
+    """
+
+    name: str
+
+    def ask(self, request: PromptRequest, cancel: CancelSignal) -> Answer: ...
+
+
+def parse_answer(request: PromptRequest, raw: object) -> Answer:
+    """`raw` as the typed answer to `request`, or ValueError saying what is expected.
+
+    Text is stripped. An empty reply is the default when there is one (a text prompt without
+    one takes ""). number: a finite number (text like "3.3" too); confirm: a bool or
+    y/yes/true/1 and n/no/false/0; choice: one of the choices (case-insensitive), or its
+    1-based position typed as a number.
+    """
+    if isinstance(raw, str):
+        raw = raw.strip()
+        if raw == "":
+            if request.default is not None:
+                return request.default
+            if request.kind == "text":
+                return ""
+            raise ValueError("an answer is required")
+    kind = request.kind
+    if kind == "text":
+        if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+            raise ValueError(f"expected text, got {safe_repr(raw, 60)}")
+        return str(raw)
+    if kind == "number":
+        if isinstance(raw, bool):
+            raise ValueError(f"expected a number, got {safe_repr(raw, 60)}")
+        try:
+            number = float(raw)  # type: ignore[arg-type]  # anything else: the ValueError below
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a number, got {safe_repr(raw, 60)}") from None
+        if not math.isfinite(number):
+            raise ValueError(f"expected a finite number, got {safe_repr(raw, 60)}")
+        return number
+    if kind == "confirm":
+        if isinstance(raw, bool):
+            return raw
+        word = str(raw).strip().lower() if isinstance(raw, str | int) else None
+        if word in _YES:
+            return True
+        if word in _NO:
+            return False
+        raise ValueError(f"expected yes or no, got {safe_repr(raw, 60)}")
+    if kind == "choice":
+        choices = request.choices or ()
+        if isinstance(raw, str):
+            for choice in choices:
+                if raw == choice:
+                    return choice
+            for choice in choices:
+                if raw.lower() == choice.lower():
+                    return choice
+            if raw.isdigit() and 1 <= int(raw) <= len(choices):
+                return choices[int(raw) - 1]
+        raise ValueError(f"expected one of {', '.join(choices)}; got {safe_repr(raw, 60)}")
+    raise ValueError(f"unknown prompt kind {kind!r}")
+
+
+def _checked_request(
+    text: object,
+    kind: object,
+    choices: object,
+    image: object,
+    default: object,
+    timeout_s: object,
+    key: object,
+) -> PromptRequest:
+    """The request `run.prompt()` was called with, or TypeError/ValueError at the caller's line
+    saying what is wrong (a prompt that can never be answered is a bug in the procedure)."""
+    if not isinstance(text, str) or not text.strip():
+        raise TypeError(f"run.prompt: the question must be non-empty text, got {safe_repr(text)}")
+    if kind not in PROMPT_KINDS:
+        raise ValueError(f"run.prompt: kind must be one of {', '.join(PROMPT_KINDS)}, got {kind!r}")
+    assert isinstance(kind, str)
+    options: tuple[str, ...] | None = None
+    if kind == "choice":
+        if isinstance(choices, str) or not isinstance(choices, Iterable):
+            raise TypeError("run.prompt: kind='choice' needs choices=[...], a list of texts")
+        options = tuple(choices)
+        if not options or not all(isinstance(c, str) and c.strip() for c in options):
+            raise ValueError(
+                f"run.prompt: choices must be non-empty texts, got {safe_repr(list(options))}"
+            )
+        if len(set(options)) != len(options):
+            raise ValueError(f"run.prompt: choices repeat: {safe_repr(list(options))}")
+    elif choices is not None:
+        raise ValueError(f"run.prompt: choices are for kind='choice', not kind={kind!r}")
+    if image is not None and (not isinstance(image, str) or not image.strip()):
+        raise TypeError(f"run.prompt: image must be a path (text), got {safe_repr(image)}")
+    if timeout_s is not None:
+        number = isinstance(timeout_s, int | float) and not isinstance(timeout_s, bool)
+        if not number or not 0 < timeout_s < math.inf:  # type: ignore[operator]
+            raise ValueError(
+                f"run.prompt: timeout_s must be a positive number of seconds, got "
+                f"{safe_repr(timeout_s)}"
+            )
+    if key is not None and (not isinstance(key, str) or not key.strip()):
+        raise TypeError(f"run.prompt: key must be non-empty text, got {safe_repr(key)}")
+    request = PromptRequest(
+        id=uuid.uuid4().hex[:12],
+        key=key,
+        text=text,
+        kind=kind,
+        choices=options,
+        image=image,
+        default=None,
+        timeout_s=float(timeout_s) if timeout_s is not None else None,  # type: ignore[arg-type]
+    )
+    if default is not None:
+        if isinstance(default, str) and not default.strip():
+            raise ValueError("run.prompt: default must not be empty (leave it None)")
+        try:
+            typed = parse_answer(request, default)
+        except ValueError as exc:
+            raise ValueError(f"run.prompt: default {safe_repr(default)}: {exc}") from None
+        request = dataclasses.replace(request, default=typed)
+    return request
+
+
+class _CallablePrompts:
+    """A plain function of the question's text as a provider (tests, the harness)."""
+
+    name = "function"
+
+    def __init__(self, answer: Callable[[str], object]) -> None:
+        self._answer = answer
+
+    def ask(self, request: PromptRequest, cancel: CancelSignal) -> Answer:
+        return request.parse(self._answer(request.text))
+
+
+class _MappingPrompts:
+    """Answers by prompt key, else by text (tests, the harness)."""
+
+    name = "answers"
+
+    def __init__(self, answers: Mapping[str, object]) -> None:
+        self._answers = dict(answers)
+
+    def ask(self, request: PromptRequest, cancel: CancelSignal) -> Answer:
+        for name in (request.key, request.text):
+            if name is not None and name in self._answers:
+                return request.parse(self._answers[name])
+        raise PromptError(
+            f"no answer for the prompt {request.key or request.text!r} "
+            f"(answers given for: {', '.join(map(repr, self._answers)) or 'none'})"
+        )
+
+
+def as_prompt_provider(
+    prompts: PromptProvider | Callable[[str], object] | Mapping[str, object] | None,
+) -> PromptProvider | None:
+    """A provider from what a caller has: a provider, a function of the question's text, or a
+    mapping of answers by prompt key or text (None stays None: nobody to ask)."""
+    if prompts is None:
+        return None
+    if hasattr(prompts, "ask"):
+        return prompts  # type: ignore[return-value]  # a PromptProvider by its method
+    if isinstance(prompts, Mapping):
+        return _MappingPrompts(prompts)
+    if callable(prompts):
+        return _CallablePrompts(prompts)
+    raise TypeError(f"prompts: expected a provider, a function or a mapping, got {prompts!r}")
+
+
 class RunContext:
     """The `run` helper: state shared across phases, run metadata, attachments, prompts, sleep."""
 
@@ -197,7 +455,7 @@ class RunContext:
         procedure_id: str,
         run_id: str,
         attach: Callable[[Path, str | None], None],
-        prompt: Callable[[str], str] | None,
+        prompt: Callable[[PromptRequest], Answer] | None,
     ) -> None:
         self.procedure_id = procedure_id
         self.run_id = run_id
@@ -218,11 +476,36 @@ class RunContext:
             raise FileNotFoundError(f"run.attach: {source} is not a file")
         self._attach(source, self._names.claim(name or source.name))
 
-    def prompt(self, text: str) -> str:
-        """Ask the operator and return the answer (an empty string if they just press Enter)."""
+    def prompt(
+        self,
+        text: str,
+        *,
+        kind: str = "text",
+        choices: Iterable[str] | None = None,
+        image: str | None = None,
+        default: Answer | None = None,
+        timeout_s: float | None = None,
+        key: str | None = None,
+    ) -> Any:
+        """Ask the operator and return the typed answer.
+
+        `kind`: "text" (str), "number" (float), "confirm" (bool) or "choice" (one of `choices`,
+        as str). `image`: a picture beside the procedure (path relative to its directory) shown
+        with the question where the provider can (the operator page). `default`: what an empty
+        reply gives. `timeout_s`: how long to wait for the operator (then `PromptTimeout`).
+        `key`: a stable name for the question (answers files may use it instead of the text).
+
+        The time the question is open does not count against the phase's own `timeout_s` (the
+        run's timeout still does); a stop (Ctrl-C, Abort, the run's timeout) ends the wait.
+        Question and answer are recorded in the phase. With nobody to ask, `PromptError`.
+        """
+        request = _checked_request(text, kind, choices, image, default, timeout_s, key)
         if self._prompt is None:
-            raise RuntimeError("run.prompt: this station has no operator terminal to ask on")
-        return self._prompt(text)
+            raise PromptError(
+                "run.prompt: nobody to ask on this station: give answers (station run "
+                "--answers FILE), run on a terminal, or use the operator page (station serve)"
+            )
+        return self._prompt(request)
 
     def sleep(self, seconds: float) -> None:
         """Wait, but let a timeout or Ctrl-C stop the phase at once."""

@@ -51,11 +51,16 @@ def cmd_check(args: argparse.Namespace) -> int:
             try:
                 instruments.open()
                 item = instruments.opened[0]
-                round_trip = measure_round_trip(item.driver)
+                where = f" at {resource}" if resource else ""
+                timing = f"open {item.round_trip_ms:.1f} ms"
+                if item.answers_idn:
+                    timing += f", round trip {measure_round_trip(item.driver):.2f} ms"
+                    checked = f"model {item.model} OK"
+                else:
+                    checked = item.model
                 print(
-                    f"instrument {name}: {settings.driver} at {resource}: {item.identity} "
-                    f"(model {item.driver.MODEL} OK; open {item.round_trip_ms:.1f} ms, "
-                    f"round trip {round_trip:.2f} ms)"
+                    f"instrument {name}: {settings.driver}{where}: "
+                    f"{item.identity or '(no identity)'} ({checked}; {timing})"
                 )
             except InstrumentError as exc:
                 failures += 1

@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+import sys
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, cast
 
 from station.config.errors import display_path
 
@@ -33,6 +34,7 @@ __all__ = [
     "config_display",
     "display_path",
     "load_config",
+    "simulation_plan",
 ]
 
 # The exit codes the README documents; a line's automation branches on them.
@@ -85,31 +87,150 @@ def config_display(config: StationConfig) -> str:
 
 @contextlib.contextmanager
 def bench_resources(
-    config: StationConfig, enabled: bool, fault: str | None = None
+    config: StationConfig,
+    enabled: bool,
+    fault: str | None = None,
+    *,
+    replay: str | os.PathLike[str] | None = None,
+    port_base: int | None = None,
+    trace: Callable[[str, str], None] | None = None,
 ) -> Iterator[tuple[SimBench | None, dict[str, str]]]:
     """With --sim, the running simulated bench and its twins' resource strings; otherwise
     (None, {}): no resource is replaced.
 
-    This is the one place the framework reaches into `sim`.
+    `replay` (a run directory recorded with --trace-io) serves replay twins instead
+    (`sim.replay`), and checks every transport call against them (`trace.PeerCheck`), so a
+    command that departs from the recording fails the call that sent it. `port_base` and
+    `trace` are `sim.start_bench`'s (stable ports, every message a twin receives). On the way
+    out, a `--wire-fault` that never fired and recorded commands never replayed are reported on
+    stderr. This is the one place the framework reaches into `sim`.
     """
+    if replay is not None:
+        with _replay_resources(config, replay, port_base, trace) as replayed:
+            yield replayed
+        return
     if not enabled:
         yield None, {}
         return
     import sim
 
+    specs, in_process = simulation_plan(config)
     try:
         bench = sim.start_bench(
-            {name: inst.driver for name, inst in config.instruments.items()},
+            specs,
             board=config.sim.board,
             fault=fault or config.sim.fault,
             seed=config.sim.seed,
+            port_base=port_base,
+            trace=trace,
         )
     except ValueError as exc:  # unknown board, fault or simulated model: the message says which
         raise UsageError(f"--sim: {exc}") from None
+    except OSError as exc:  # --port: a port in use
+        raise UsageError(f"--sim: cannot serve the twins: {exc.strerror or exc}") from None
     try:
-        yield bench, bench.resources
+        yield bench, {**bench.resources, **in_process}
     finally:
         bench.close()
+        for spec in bench.unfired_faults():
+            print(
+                f"station: warning: --wire-fault {spec} never fired: no command matched it, so "
+                "it tested nothing",
+                file=sys.stderr,
+            )
+
+
+def simulation_plan(config: StationConfig) -> tuple[dict[str, Any], dict[str, str]]:
+    """What `--sim` puts in place of each instrument: the twins to serve (a driver name with
+    a simulated model, or a `sim.TwinSpec` for a `sim:` twin class or a generic driver's
+    `sim_config`), and the resources of instruments replaced in-process by their plain
+    `sim:` class (`SIM_CLASS_PREFIX` + the class).
+
+    An instrument of your own with no `sim:` is a ConfigError naming it, at its line:
+    `--sim` never connects to a real instrument.
+    """
+    import sim
+    from station.bench.instruments import (
+        SIM_CLASS_PREFIX,
+        is_twin_class,
+        is_user_class,
+        sim_class,
+    )
+
+    specs: dict[str, Any] = {}
+    in_process: dict[str, str] = {}
+    for name, inst in config.instruments.items():
+        replacement = sim_class(config, name)
+        if replacement is not None and is_twin_class(replacement):
+            specs[name] = sim.TwinSpec(twin=replacement, options=dict(inst.sim_config))
+        elif replacement is not None:
+            in_process[name] = SIM_CLASS_PREFIX + str(inst.sim)
+        elif is_user_class(inst.driver):
+            raise config.error(
+                f"instruments.{name}",
+                f"--sim: instrument {name!r} ({inst.driver}) has no simulation, and --sim never "
+                "connects to a real instrument: add `sim: package.module:ClassName` to it (a "
+                "class built instead of it, or a twin served on loopback for it to connect to)",
+            )
+        elif inst.sim_config:
+            specs[name] = sim.TwinSpec(driver=inst.driver, options=dict(inst.sim_config))
+        else:
+            specs[name] = inst.driver
+    return specs, in_process
+
+
+@contextlib.contextmanager
+def _replay_resources(
+    config: StationConfig,
+    run_dir: str | os.PathLike[str],
+    port_base: int | None,
+    trace: Callable[[str, str], None] | None,
+) -> Iterator[tuple[SimBench | None, dict[str, str]]]:
+    """`bench_resources` with replay twins: see there."""
+    from drivers.transport import trace as io_hooks
+    from drivers.transport.seam import is_serial_resource
+    from sim import SERIAL_MODELS
+    from sim.replay import ReplayError, start_replay
+    from station.bench.instruments import SIM_CLASS_PREFIX, is_twin_class, sim_class
+
+    # A plain-class instrument does no transport I/O (nothing of it is recorded): its `sim:`
+    # class stands in for it, as with --sim. Every other instrument gets a replay twin.
+    in_process: dict[str, str] = {}
+    for name, inst in config.instruments.items():
+        replacement = sim_class(config, name)
+        if replacement is not None and not is_twin_class(replacement):
+            in_process[name] = SIM_CLASS_PREFIX + str(inst.sim)
+    serial = {
+        name: inst.driver in SERIAL_MODELS or is_serial_resource(inst.resource or "")
+        for name, inst in config.instruments.items()
+        if name not in in_process
+    }
+
+    def said(message: str) -> None:
+        print(f"station: replay: {message}", file=sys.stderr, flush=True)
+
+    try:
+        bench = start_replay(
+            run_dir, serial, port_base=port_base, on_message=trace, on_divergence=said
+        )
+    except ReplayError as exc:
+        raise UsageError(f"--sim-replay: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"--sim-replay: cannot serve the twins: {exc.strerror or exc}") from None
+    try:
+        with io_hooks.installed(io_hooks.PeerCheck(bench)):
+            yield cast("SimBench", bench), {**bench.resources, **in_process}
+    finally:
+        bench.close()
+        diverged = {name for name, twin in bench.replay_twins.items() if twin.divergence}
+        for name, left in bench.unplayed().items():
+            if name in diverged:
+                continue  # the divergence said it: what follows was never going to be played
+            print(
+                f"station: replay: {name}: {len(left)} recorded command(s) never replayed, "
+                f"from #{left[0].number} {left[0].text!r}",
+                file=sys.stderr,
+            )
 
 
 def apply_wire_faults(bench: SimBench | None, specs: list[str]) -> None:

@@ -18,5 +18,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"  {name:<12} {proc.module}" + (f"  ({unit})" if unit else ""))
     print("instruments:")
     for name, inst in config.instruments.items():
-        print(f"  {name:<12} {inst.driver:<18} {inst.resource}")
+        line = f"  {name:<12} {inst.driver:<18} {inst.resource or '(no resource)'}"
+        library = inst.visa_library or config.visa_library
+        if library is not None and inst.resource is not None:
+            line += f"  (VISA {library})"
+        if inst.sim is not None:
+            line += f"  (--sim: {inst.sim})"
+        print(line)
     return EXIT_PASS

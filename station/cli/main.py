@@ -1,9 +1,9 @@
 """The `station` command: its parser, and the dispatch of each command to its module.
 
 Exit codes (`station.cli.common`): 0 PASS, 1 FAIL, 2 usage or config error, 3 ERROR,
-4 TIMEOUT, 130 ABORTED. Each command lives in its own module (`run`, `check`, `listing`,
-`upload`, `history`, `sim`, `serve`), imported only when that command runs, so `station --help` never pays for
-pydantic, httpx or pyvisa.
+4 TIMEOUT, 130 ABORTED (`station upload` adds 5 and 6). Each command lives in its own module
+(`run`, `check`, `listing`, `upload`, `history`, `sim`, `serve`), imported only when that
+command runs, so `station --help` never pays for pydantic, httpx or pyvisa.
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ from station.config.errors import (
     top_level_problem,
     translate_errors,
 )
+from station.config.resources import check_resource, check_visa_library, instrument_key
 from station.config.yaml_source import ENV_NAME, YamlReader
 
 __all__ = [
@@ -154,17 +155,95 @@ MeasurementKey = Annotated[str, AfterValidator(_check_limit_key)]
 # Models
 
 
+MIN_TIMEOUT_MS = 100  # below this a normal reply (a DMM reading, a reconnect) times out
+
+
+def _check_class_spec(value: str) -> str:
+    """`package.module:ClassName` (or `path/to/file.py:ClassName`)."""
+    value = value.strip()
+    module, sep, name = value.rpartition(":")
+    dotted = all(part.isidentifier() for part in module.split("."))
+    if not sep or not name.isidentifier() or not (dotted or module.endswith(".py")):
+        raise ValueError(
+            f"{value!r} is not a class: write package.module:ClassName (a module beside "
+            "station.yaml or installed, e.g. fixtures.relay:RelayBoard) or "
+            "path/to/file.py:ClassName"
+        )
+    return value
+
+
+def _check_driver(value: str) -> str:
+    value = value.strip()
+    if ":" in value:
+        return _check_class_spec(value)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9\-]*", value):
+        raise ValueError(
+            f"{value!r} is neither a driver name (e.g. keysight-34461a, scpi, serial-line) nor "
+            "a class (package.module:ClassName)"
+        )
+    return value
+
+
 class InstrumentConfig(BaseModel):
-    """One instrument: which driver talks to it and where it is connected."""
+    """One instrument: which driver talks to it and where it is connected.
+
+    `driver` is a registry name (a model, or the generic `scpi` / `serial-line`) or a class of
+    yours, `package.module:ClassName`, resolved beside station.yaml first, then in installed
+    packages; `config` is passed to its constructor as keyword arguments. `resource` is
+    required for registry drivers and checked for its form here (see `config.resources`).
+    `sim` names what `--sim` uses instead (a class built the same way, or a twin served on
+    loopback), with `sim_config` as its keyword arguments.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    driver: str = Field(min_length=1)
-    resource: str = Field(min_length=1)
-    timeout_ms: _NonBoolInt = Field(default=3000, gt=0, le=3_600_000)  # an hour at most
+    driver: Annotated[str, AfterValidator(_check_driver)] = Field(min_length=1)
+    resource: str | None = Field(default=None, min_length=1)
+    timeout_ms: _NonBoolInt = Field(default=3000, le=3_600_000)  # an hour at most
     baud_rate: _NonBoolInt | None = Field(default=None, gt=0)
     read_termination: str | None = None
     write_termination: str | None = None
+    visa_library: str | None = None  # overrides the top-level one for this instrument
+    config: dict[str, Any] = Field(default_factory=dict)
+    sim: Annotated[str, AfterValidator(_check_class_spec)] | None = None
+    sim_config: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("resource")
+    @classmethod
+    def _resource_form(cls, value: str | None) -> str | None:
+        return None if value is None else check_resource(value)
+
+    @field_validator("timeout_ms")
+    @classmethod
+    def _sane_timeout(cls, value: int) -> int:
+        if value < MIN_TIMEOUT_MS:
+            raise ValueError(
+                f"must be at least {MIN_TIMEOUT_MS} ms (got {value}): timeout_ms is in "
+                f"milliseconds, and below {MIN_TIMEOUT_MS} ms a normal reply times out"
+                + (f"; for {value} s write {value * 1000}" if value > 0 else "")
+            )
+        return value
+
+    @field_validator("visa_library")
+    @classmethod
+    def _library(cls, value: str | None) -> str | None:
+        return None if value is None else check_visa_library(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_mappings(cls, data: Any) -> Any:
+        # `config:` with everything below it commented out means "no keys", not "invalid".
+        if isinstance(data, dict):
+            empty = [k for k in ("config", "sim_config") if k in data and data[k] is None]
+            if empty:
+                data = {**data, **{k: {} for k in empty}}
+        return data
+
+    @model_validator(mode="after")
+    def _resource_given(self) -> InstrumentConfig:
+        if self.resource is None and ":" not in self.driver:
+            raise ValueError("missing required key 'resource'")  # as pydantic's own would read
+        return self
 
 
 class LimitOverride(BaseModel):
@@ -280,12 +359,14 @@ class TofuPilotConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # Declared before `url`, whose check reads it (pydantic validates fields in this order).
+    # Declared before `url`, whose check reads them (pydantic validates fields in this order).
     allow_insecure_http: bool = False
-    url: str = "https://www.tofupilot.app/api"
-    api_key_env: str = DEFAULT_KEY_ENV
     # v2 (the default) or the legacy v1 API, for servers that lack v2.
     api: Literal["v2", "v1"] = "v2"
+    # The API root (`https://www.tofupilot.app/api`): the forms users copy (the site, `/api`,
+    # `/api/v2`) are normalised to it; see `api_root`.
+    url: str = "https://www.tofupilot.app/api"
+    api_key_env: str = DEFAULT_KEY_ENV
 
     @field_validator("url")
     @classmethod
@@ -293,7 +374,7 @@ class TofuPilotConfig(BaseModel):
         value = value.strip()
         if not re.match(r"https?://[^/\s]+", value):
             raise ValueError(f"must be an http:// or https:// URL (got {value!r})")
-        value = value.rstrip("/")
+        value = api_root(value, api=info.data.get("api", "v2"))
         host = _url_host(value)
         insecure = value.lower().startswith("http://") and not _is_loopback(host)
         if insecure and not info.data.get("allow_insecure_http", False):
@@ -315,6 +396,49 @@ class TofuPilotConfig(BaseModel):
                 "file (this value looks like a key, so it is not shown)"
             )
         return value
+
+
+def api_root(url: str, *, api: str = "v2") -> str:
+    """The TofuPilot API root (`.../api`, no trailing slash) of a URL as users copy it.
+
+    `https://www.tofupilot.app`, `.../api`, `.../api/v2` (the form TofuPilot's docs show) and
+    trailing slashes all give `https://www.tofupilot.app/api`; a self-hosted server the same
+    (`https://tp.example.com/tofupilot` gives `https://tp.example.com/tofupilot/api`). A v1 URL
+    (`.../v1`) is refused unless `api` is "v1", as is an endpoint (`.../api/v2/runs`), a query
+    or a fragment: the ValueError says what to write instead.
+    """
+    parts = urlsplit(url.strip())
+    if parts.query or parts.fragment:
+        raise ValueError(
+            f"must be the server's address without a query or fragment (got {url!r}): "
+            "e.g. https://www.tofupilot.app/api"
+        )
+    segments = [s for s in parts.path.split("/") if s]
+    base = f"{parts.scheme}://{parts.netloc}"
+    if segments and segments[-1].lower() == "v1":
+        root = "/".join(segments[:-1])
+        if api == "v1":
+            segments = segments[:-1]
+        else:
+            v2 = f"{base}/{root or 'api'}" if root.lower().endswith("api") else f"{base}/api"
+            raise ValueError(
+                f"{url!r} is the legacy v1 API; station uploads through v2: use {v2} (the "
+                "/v2 paths are appended). For a server that has no v2 API, keep the URL and "
+                "set `api: v1` in the tofupilot section"
+            )
+    elif segments and segments[-1].lower() == "v2":
+        segments = segments[:-1]
+    lowered = [s.lower() for s in segments]
+    if "v1" in lowered or "v2" in lowered:
+        at = lowered.index("v1" if "v1" in lowered else "v2")
+        root = "/".join([*segments[:at]] or ["api"])
+        raise ValueError(
+            f"{url!r} points at an endpoint, not the API root: use {base}/{root} (the "
+            f"/{'v1' if api == 'v1' else 'v2'} paths are appended)"
+        )
+    if not lowered or lowered[-1] != "api":
+        segments.append("api")
+    return f"{base}/" + "/".join(segments)
 
 
 def _url_host(url: str) -> str:
@@ -388,6 +512,14 @@ class StationConfig(BaseModel):
     instruments: dict[InstrumentName, InstrumentConfig] = Field(default_factory=dict)
     procedures: dict[ProcedureName, ProcedureConfig]
     sim: SimConfig = Field(default_factory=SimConfig)
+    # The VISA implementation of every VISA instrument (each may override it): "@py"
+    # (pyvisa-py, the default), "@ivi" (NI-VISA, Keysight IO Libraries) or a library's path.
+    visa_library: str | None = None
+
+    @field_validator("visa_library")
+    @classmethod
+    def _visa_library(cls, value: str | None) -> str | None:
+        return None if value is None else check_visa_library(value)
 
     _path: Path | None = PrivateAttr(default=None)
     _display: str | None = PrivateAttr(default=None)
@@ -461,6 +593,32 @@ class StationConfig(BaseModel):
         if dotted in self._dotted:
             return self._dotted[dotted]
         return tuple(dotted.split(".")) if dotted else ()
+
+
+def shared_resource_issues(config: StationConfig, lines: dict[Loc, int]) -> list[Any]:
+    """One issue per instrument whose resource another instrument already uses (however each
+    is spelt: `localhost` and `127.0.0.1`, `COM3` and `ASRL3::INSTR` are one): two drivers
+    on one connection would interleave their commands. Reported at the second one's line."""
+    issues: list[Any] = []
+    first: dict[tuple[str, ...], str] = {}
+    for name, settings in config.instruments.items():
+        if settings.resource is None:
+            continue
+        key = instrument_key(settings.resource)
+        if key in first:
+            loc: Loc = ("instruments", name, "resource")
+            issues.append(
+                (
+                    lines.get(loc),
+                    loc,
+                    f"{settings.resource!r} is already the resource of instrument "
+                    f"{first[key]!r}: two instruments on one connection would interleave their "
+                    "commands; give each its own resource",
+                )
+            )
+        else:
+            first[key] = name
+    return issues
 
 
 # --------------------------------------------------------------------------------------------
@@ -579,6 +737,8 @@ def load_config(path: str | os.PathLike[str]) -> StationConfig:
             # A key already reported while reading (unset ${VAR}, duplicate) would only repeat.
             if not any(issue[1][: len(t)] == t for t in taken):
                 issues.append(issue)
+    if config is not None:
+        issues += shared_resource_issues(config, reader.lines)
     if issues or config is None:
         rows = [(line, dotted_name(loc), msg) for line, loc, msg in issues]
         raise make_error(display, file, rows)

@@ -28,8 +28,10 @@ The runner knows nothing about consoles or files: it reports to listeners
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
+import tempfile
 import threading
 import time
 import uuid
@@ -37,8 +39,20 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from station.authoring.cancel import CancelToken, PhaseCancelled
-from station.authoring.helpers import Dut, LogCapture, Measurements, RunContext, run_logger
+from station.authoring.cancel import CancelToken, PhaseCancelled, current_token
+from station.authoring.helpers import (
+    Answer,
+    Dut,
+    LogCapture,
+    Measurements,
+    PromptCancelled,
+    PromptError,
+    PromptProvider,
+    PromptRequest,
+    RunContext,
+    as_prompt_provider,
+    run_logger,
+)
 from station.authoring.procedure import SKIP, Phase, Procedure
 from station.bench.instruments import STOP_SIGNALS, InstrumentSet, UnabortedIO
 from station.engine.evaluate import (
@@ -56,6 +70,7 @@ from station.records.model import (
     LogEntry,
     MeasurementRecord,
     PhaseRecord,
+    PromptRecord,
     RunRecord,
     utc_now,
 )
@@ -102,7 +117,7 @@ class Runner:
         listeners: Sequence[RunListener] = (),
         operator: str | None = None,
         station_name: str | None = None,
-        prompt: Callable[[str], str] | None = None,
+        prompt: PromptProvider | Callable[[str], object] | Mapping[str, object] | None = None,
         metadata: Mapping[str, Any] | None = None,
         handle_signals: bool = True,
         cancel_grace_s: float = 0.5,
@@ -131,6 +146,15 @@ class Runner:
         self._current_phase: str | None = None
         self._timeout_reason: str | None = None  # set when the run-level timeout fires
         self._procedure_dir = Path(procedure.source_file).resolve().parent
+        # run.prompt(): who answers, and how long questions were open (the phase's own clock
+        # stops meanwhile; the run's does not).
+        self._prompts = as_prompt_provider(prompt)
+        self._phase_prompts: list[PromptRecord] = []
+        self._prompt_lock = threading.Lock()
+        self._open_prompts = 0
+        self._paused_since = 0.0
+        self._paused_total = 0.0
+        self._in_teardown = False
 
         self.record = RunRecord(
             run_id=uuid.uuid4().hex,
@@ -147,7 +171,9 @@ class Runner:
             started_at=utc_now(),
             metadata=dict(metadata or {}),
         )
-        self.run = RunContext(procedure.id, self.record.run_id, self._attach, prompt)
+        if self._bench is not None:  # what was opened: calibration and traceability questions
+            self.record.instruments = self._bench.records()
+        self.run = RunContext(procedure.id, self.record.run_id, self._attach, self._ask)
         self.log = run_logger(procedure.id)  # the run's own: two runs never share lines
         # What phases may ask for by name, but `measurements` (made fresh for every attempt).
         self._injectables = {**self._instruments, "log": self.log, "dut": self.dut, "run": self.run}
@@ -155,6 +181,12 @@ class Runner:
         self._capture = LogCapture(self._procedure_dir, self._on_log)
 
     # -- public ---------------------------------------------------------------------------------
+
+    @property
+    def unsafe(self) -> list[str]:
+        """The instruments whose safe state after teardown was not verified (one problem each);
+        empty once `execute()` made the bench safe. The production loop reopens on these."""
+        return list(self._unsafe)
 
     def abort(self, reason: str = "aborted by the operator (Ctrl-C)") -> None:
         """Stop the run as ABORTED: the phase is stopped, teardown still runs. Thread-safe."""
@@ -214,6 +246,7 @@ class Runner:
                 )
 
     def _run_teardown(self) -> None:
+        self._in_teardown = True  # a prompt in teardown does not stop its clock: safe state waits
         for ph in self.procedure.teardown:
             self._run_with_retries(ph, None, teardown=True)
 
@@ -266,19 +299,18 @@ class Runner:
             if ph.timeout_s is not None
             else (self._teardown_timeout_s if teardown else None)
         )
-        deadline, bound_by_run = run_deadline, run_deadline is not None
-        if timeout_s is not None and (deadline is None or time.monotonic() + timeout_s <= deadline):
-            deadline, bound_by_run = time.monotonic() + timeout_s, False
+        phase_deadline = time.monotonic() + timeout_s if timeout_s is not None else None
 
         if self._worker is None or self._worker.retired:
             self._worker = PhaseWorker()
         logs = self._capture.begin_phase(self._worker.thread_ident)
+        prompts = self._phase_prompts = []
         job = self._worker.submit(_call_phase(ph, self._injectables, measurements), kwargs, token)
-        status = self._wait(job, deadline, teardown)
+        status = self._wait(job, phase_deadline, run_deadline, teardown)
         reason = None
         if status == "abort":
             reason = self._abort_reason
-        elif status == "timeout" and bound_by_run:
+        elif status == "run-timeout":
             self._timeout_reason = f"run timeout of {self.procedure.timeout_s:g} s reached"
             reason = f"{self._timeout_reason} during phase {ph.name!r}"
         elif status == "timeout":
@@ -302,6 +334,7 @@ class Runner:
             error=error,
             measurements=measured,
             logs=list(logs),
+            prompts=list(prompts),
         )
 
     def _stop(self, ph: Phase, job: Job, reason: str) -> str:
@@ -335,6 +368,9 @@ class Runner:
         """Refuse instrument I/O from the thread of a stopped phase, at the transport (drivers
         know nothing of the engine: the guard is a plain callable). Instruments without a
         guard-capable transport (test doubles) are left as they are."""
+        if self._bench is not None:  # session drivers and plain instrument classes alike
+            self._bench.set_call_guard(refuse_stopped_phase_io)
+            return
         for driver in self._instruments.values():
             set_guard = getattr(getattr(driver, "transport", None), "set_call_guard", None)
             if callable(set_guard):
@@ -348,6 +384,17 @@ class Runner:
         self._unsafe = self._bench.safe_state()
         for problem in self._unsafe:
             self.log.error(f"NOT SAFE: {problem}")
+        self._attach_instrument_files(self._bench)
+
+    def _attach_instrument_files(self, bench: InstrumentSet) -> None:
+        """What the instruments offer to the run (a console's transcript), attached at its end
+        on every exit path; a failure is logged, never the run's outcome."""
+        with tempfile.TemporaryDirectory(prefix="station-instruments-") as scratch:
+            for path, name in bench.collect_attachments(Path(scratch)):
+                try:
+                    self._attach(path, name)
+                except Exception as exc:
+                    self.log.warning(f"instrument attachment {name} not attached: {exc}")
 
     def _stuck_on(self) -> str:
         """' while waiting on dmm (...): 'READ?' in progress for 2.0 s', or '' if no I/O was."""
@@ -359,20 +406,99 @@ class Runner:
             return ""
         return " while waiting on " + "; ".join(busy) if busy else ""
 
-    def _wait(self, job: Job, deadline: float | None, teardown: bool) -> str:
-        """'done', 'timeout' or 'abort'. Teardown phases are not interrupted by Ctrl-C."""
+    def _wait(
+        self, job: Job, phase_deadline: float | None, run_deadline: float | None, teardown: bool
+    ) -> str:
+        """'done', 'timeout' (the phase's own), 'run-timeout' or 'abort'. Teardown phases are
+        not interrupted by Ctrl-C. The phase's own deadline moves on by the time a question to
+        the operator was open (`run.prompt`); the run's does not."""
+        paused_before = self._paused_s()
         while True:
             if self._abort.is_set() and not teardown:
                 return "abort"
-            if deadline is None:
-                if job.done.wait(_POLL_S):
-                    return "done"
-                continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return "done" if job.done.is_set() else "timeout"
-            if job.done.wait(min(remaining, _POLL_S)):
+            wait = _POLL_S
+            now = time.monotonic()
+            if run_deadline is not None:
+                remaining = run_deadline - now
+                if remaining <= 0:
+                    return "done" if job.done.is_set() else "run-timeout"
+                wait = min(wait, remaining)
+            if phase_deadline is not None:
+                remaining = phase_deadline + (self._paused_s() - paused_before) - now
+                if remaining <= 0:
+                    return "done" if job.done.is_set() else "timeout"
+                wait = min(wait, remaining)
+            if job.done.wait(wait):
                 return "done"
+
+    # -- prompts --------------------------------------------------------------------------------
+
+    def _ask(self, request: PromptRequest) -> Answer:
+        """`run.prompt()`: ask whoever answers, recording question and answer in the phase.
+
+        While the question is open the phase's own timeout is paused (not in teardown: the
+        safe state must not wait on an operator); a stop of the phase (Ctrl-C, Abort, the run's
+        timeout) ends the wait and stops the phase."""
+        if self._prompts is None:
+            raise PromptError(
+                "run.prompt: nobody to ask on this station: give answers (station run "
+                "--answers FILE), run on a terminal, or use the operator page (station serve)"
+            )
+        request = dataclasses.replace(request, phase=self._current_phase)
+        if request.image is not None:
+            self._check_image(request.image)
+        record = PromptRecord(
+            key=request.key,
+            text=request.text,
+            kind=request.kind,
+            choices=list(request.choices) if request.choices is not None else None,
+            asked_at=utc_now(),
+        )
+        self._phase_prompts.append(record)
+        token = current_token()
+        cancel = _TokenSignal(token) if token is not None else _NEVER
+        pause = not self._in_teardown
+        if pause:
+            self._pause(1)
+        try:
+            answer = self._prompts.ask(request, cancel)
+        except PromptCancelled:
+            if token is not None and token.cancelled:
+                raise PhaseCancelled(token.reason) from None
+            raise
+        finally:
+            if pause:
+                self._pause(-1)
+        record.answer = answer
+        record.answered_by = getattr(self._prompts, "name", type(self._prompts).__name__)
+        record.answered_at = utc_now()
+        return answer
+
+    def _check_image(self, image: str) -> None:
+        """A prompt's image must be a file within the procedure's directory."""
+        path = (self._procedure_dir / image).resolve()
+        if not path.is_relative_to(self._procedure_dir):
+            raise ValueError(
+                f"run.prompt: image {image!r} is outside the procedure's directory "
+                f"{self._procedure_dir}; give a path relative to it"
+            )
+        if not path.is_file():
+            raise FileNotFoundError(f"run.prompt: image {image!r}: no such file {path}")
+
+    def _pause(self, delta: int) -> None:
+        with self._prompt_lock:
+            now = time.monotonic()
+            if delta > 0 and self._open_prompts == 0:
+                self._paused_since = now
+            self._open_prompts += delta
+            if delta < 0 and self._open_prompts == 0:
+                self._paused_total += now - self._paused_since
+
+    def _paused_s(self) -> float:
+        """How long (s) questions to the operator have been open in this run, so far."""
+        with self._prompt_lock:
+            open_s = time.monotonic() - self._paused_since if self._open_prompts else 0.0
+            return self._paused_total + open_s
 
     def _judge(
         self,
@@ -382,7 +508,7 @@ class Runner:
         reason: str | None,
         measurements: list[MeasurementRecord],
     ) -> tuple[PhaseOutcome, ErrorInfo | None, str | None]:
-        if status == "timeout":
+        if status in ("timeout", "run-timeout"):
             return PhaseOutcome.TIMEOUT, ErrorInfo(type="Timeout", message=reason or ""), reason
         if status == "abort":
             return PhaseOutcome.ABORTED, ErrorInfo(type="Aborted", message=reason or ""), reason
@@ -501,6 +627,37 @@ class Runner:
                 signal.signal(signum, handler)
         if previous and self._held_signals:
             signal.raise_signal(self._held_signals[0])
+
+
+class _TokenSignal:
+    """A phase's cancel token as the `CancelSignal` a prompt provider watches."""
+
+    def __init__(self, token: CancelToken) -> None:
+        self._token = token
+
+    def is_set(self) -> bool:
+        return self._token.cancelled
+
+    def wait(self, timeout: float | None = None) -> bool:
+        try:
+            self._token.sleep(timeout if timeout is not None else 365 * 86400.0)
+        except PhaseCancelled:
+            return True
+        return False
+
+
+class _Never:
+    """The cancel signal of a prompt asked outside any phase: never set."""
+
+    def is_set(self) -> bool:
+        return False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        time.sleep(timeout if timeout is not None else 365 * 86400.0)
+        return False
+
+
+_NEVER = _Never()
 
 
 def _call_phase(

@@ -272,6 +272,9 @@ class RunRecord(_Record):
     attachments: list[AttachmentRecord] = field(default_factory=list)
     instruments: list[InstrumentRecord] = field(default_factory=list)
     simulated: bool = False  # run on the simulated bench (--sim): never production data
+    # --upload-sim: this simulated run may go to a TofuPilot that is not on this machine
+    # (remembered here so a later `station upload` honours it; see tofupilot/policy.py).
+    upload_simulated: bool = False
     metadata: dict[str, JsonValue] = field(default_factory=dict)
 
     @classmethod

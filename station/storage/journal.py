@@ -8,12 +8,17 @@
 - `run.json`: the final RunRecord, written atomically (temp file, fsync, rename): it is either
   absent or complete, never half-written;
 - `attachments/`: copies of attached files;
+- `upload.lock`: the directory's lock (`runlock`), taken after the directory is created and
+  before the journal's first write, held by the process recording the run (then by the one
+  uploading it); a journal without run.json whose lock nobody holds is an interrupted run;
 - `.reserve`: disk space set aside while the run goes on (`RESERVE_BYTES`, less on a nearly full
   disk). When the disk fills up mid-run, the reserve is given back and the rest of the run's
   events are written in its place, so a full disk does not cost the run the phases that follow.
   Removed at the end of the run (and by recovery).
 
-A directory with a journal and no run.json is a run that was interrupted; `recover()` turns it into
+Every run is also marked in the data directory's pending index (`pending`) before its journal is
+written, until the outbox has uploaded it. A directory with a journal and no run.json whose lock
+is free is a run that was interrupted; `recover()` turns it into
 an ERROR run that keeps every phase that finished. The journal is split on `\\n` bytes only (JSON
 strings may hold U+0085, U+2028 and U+2029 raw); a line that is not an event (valid JSON or not)
 is skipped and counted, and the recovered record says how many and why.
@@ -27,6 +32,8 @@ import json
 import os
 import re
 import shutil
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +53,8 @@ from station.records.model import (
     utc_now,
 )
 from station.records.outcomes import Outcome, PhaseOutcome
+from station.storage.pending import PendingIndex
+from station.storage.runlock import LOCK_FILE, LOCK_WAIT_S, lock_for_run
 from station.storage.syncer import Syncer
 from station.testing import faultpoints
 
@@ -150,10 +159,16 @@ class Journal(RunListener):
     nothing was lost (the reserve was used); `failures` (the runner's) what was.
     """
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, claim: Callable[[Path], bool] | None = None) -> None:
+        """`claim(run_dir)` takes the run directory's lock for whoever uploads the run (e.g.
+        `Outbox.claim`, which keeps it until the upload is done); without it the journal
+        holds the lock itself until run.json is written."""
         super().__init__()
         self.data_dir = Path(data_dir)
         self.run_dir: Path | None = None
+        self._claim = claim
+        self._lock_fd: int | None = None  # the lock this journal holds itself (no `claim`)
+        self._marked = False  # the run is in the pending index
         self._fd: int | None = None
         self._syncer: Syncer | None = None
         self._size = 0  # bytes of whole events in the journal
@@ -163,9 +178,15 @@ class Journal(RunListener):
         self._attachments = 0
 
     def run_started(self, record: RunRecord) -> None:
-        self.run_dir = self.data_dir / run_dir_name(record)
-        self.run_dir.mkdir(parents=True, exist_ok=False)
-        self._fd = os.open(self.run_dir / JOURNAL, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        """Create the run directory, lock it, mark it pending, then write the journal's first
+        event: a directory with a journal was locked before it had one, so a journal without
+        run.json whose lock is free is a run whose process died (see `storage.runlock`)."""
+        run_dir = self.data_dir / run_dir_name(record)
+        run_dir.mkdir(parents=True, exist_ok=False)
+        self.run_dir = run_dir
+        self._mark_pending(run_dir)
+        self._lock(run_dir)
+        self._fd = os.open(run_dir / JOURNAL, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._syncer = Syncer(self._fd)
         header = record.to_json(exclude={"phases", "logs", "attachments"})
         self._write("run_started", "run", header, "the start of the run", sync=True)
@@ -212,7 +233,38 @@ class Journal(RunListener):
         finally:
             self._close()
         faultpoints.reached("record_write_journaled")
-        self._write_record(self.run_dir, record)
+        try:
+            if not self._marked:  # the run must not be left out of the outbox
+                with contextlib.suppress(OSError):
+                    self._mark_pending(self.run_dir)
+            self._write_record(self.run_dir, record)
+        finally:
+            self._unlock()
+
+    def _mark_pending(self, run_dir: Path) -> None:
+        """Add the run to the data directory's pending index (`storage.pending`), durably."""
+        PendingIndex(self.data_dir).add(run_dir.name)
+        self._marked = True
+
+    def _lock(self, run_dir: Path) -> None:
+        """Take the run directory's lock before anything is written in it (raises JournalError:
+        the run is then not journaled; run.json is still attempted at its end)."""
+        try:
+            if self._claim is not None:
+                deadline = time.monotonic() + LOCK_WAIT_S
+                while not self._claim(run_dir):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"another process holds {run_dir / LOCK_FILE}")
+                    time.sleep(0.01)
+            else:
+                self._lock_fd = lock_for_run(run_dir)
+        except (OSError, TimeoutError) as exc:
+            raise JournalError(f"cannot lock the run directory {run_dir}: {_reason(exc)}") from None
+
+    def _unlock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor drops the lock
 
     # -- internals ------------------------------------------------------------------------------
 

@@ -45,7 +45,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from station.authoring.helpers import Dut
+from station.authoring.helpers import Dut, PromptProvider
 from station.authoring.procedure import HELPER_NAMES, Phase, Procedure, phase
 from station.config.model import StationConfig
 from station.config.procedure_loader import (
@@ -75,6 +75,10 @@ __all__ = [
 
 #: The serial number of the unit a harness run tests when no `dut=` is passed.
 DEFAULT_SERIAL_NUMBER = "TEST-0001"
+#: What `prompt=` takes: answers by prompt key or text, a function of the question's text, or
+#: a prompt provider (None: a phase that prompts raises PromptError, as on a station with nobody
+#: to ask).
+Prompts = PromptProvider | Mapping[str, object] | Callable[[str], object] | None
 
 # Helpers the runner makes for every run; a test cannot replace them (`dut` has its own option).
 _MADE_BY_RUNNER = frozenset(HELPER_NAMES) - {"dut"}
@@ -153,7 +157,7 @@ def run_phase(
     *,
     dut: Dut | None = None,
     state: Mapping[str, Any] | None = None,
-    prompt: Callable[[str], str] | None = None,
+    prompt: Prompts = None,
     instruments: Mapping[str, Any] | None = None,
     **fakes: Any,
 ) -> PhaseResult:
@@ -162,7 +166,10 @@ def run_phase(
     `target` is a `@phase` (or a plain function, taken as `@phase` with no options). Instruments
     are passed by keyword (`dmm=FakeDmm()`), or in `instruments` for a name that clashes with
     an option of this function. `dut` defaults to a unit with serial `DEFAULT_SERIAL_NUMBER`;
-    `state` seeds `run.state` as earlier phases would have; `prompt` answers `run.prompt()`.
+    `state` seeds `run.state` as earlier phases would have; `prompt` answers `run.prompt()`:
+    a dict of answers by prompt key or question text (`{"fixture_closed": True}`), a function
+    of the question's text, or a prompt provider (`station.line.prompts`); each answer is
+    typed as the prompt's kind asks, and the question and answer are in the phase's record.
     The phase's own `timeout_s`, `retries` and `run_if` apply. Raises `MissingInjectablesError`
     when the phase asks for an instrument that was not passed, and `HarnessError` for a name the
     runner makes itself (`measurements`, `log`, `run`).
@@ -196,7 +203,7 @@ def run_procedure(
     *,
     instruments: Mapping[str, Any] | None = None,
     dut: Dut | None = None,
-    prompt: Callable[[str], str] | None = None,
+    prompt: Prompts = None,
 ) -> RunRecord:
     """Load a procedure module with `station run`'s load-time checks and run it with fakes.
 

@@ -1,9 +1,16 @@
-"""`station check`'s TofuPilot part: is the key accepted, is it a station key, and may it write
-runs for every procedure in station.yaml?
+"""`station check`'s TofuPilot part: is the key accepted, which key is it, and does every
+procedure in station.yaml have a TofuPilot id its runs can be created with?
 
-A station key may create runs only for the procedures linked to its station (a 403 otherwise), and
-the API has no endpoint to link them: the dashboard does. Finding that out here, before the first
-unit is tested, beats finding it in a parked upload.
+The v2 API wants TofuPilot's own id of a procedure (a UUID). A station key may create runs only
+for the procedures linked to its station (a 403 otherwise), and the API has no endpoint to link
+them: the dashboard does. So each procedure must match, by its pinned `tofupilot_id` or else by
+name (`tofupilot_name` or its key), exactly one procedure linked to this station (with a user key:
+one of the organization's procedures). A name match is reported with the id it resolved to and
+the line that pins it in station.yaml. Finding all that here, before the first unit is tested,
+beats finding it in a parked upload.
+
+With `tofupilot.api: v1` the key is checked against the v1 run list; v1 identifies procedures by
+name, so there is no id to match.
 """
 
 from __future__ import annotations
@@ -13,6 +20,13 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from station.tofupilot.client import ApiError, TofuPilotClient, TofuPilotError, api_key_problem
+from station.tofupilot.resolve import (
+    Available,
+    ProcedureLink,
+    Unresolved,
+    available_procedures,
+    match_procedure,
+)
 
 
 class ReportingSettings(Protocol):
@@ -24,6 +38,19 @@ class ReportingSettings(Protocol):
     @property
     def api_key_env(self) -> str: ...
 
+    @property
+    def api(self) -> str: ...
+
+
+class ProcedureSettings(Protocol):
+    """What `check_tofupilot` reads of a procedure in station.yaml."""
+
+    @property
+    def tofupilot_id(self) -> str | None: ...
+
+    @property
+    def tofupilot_name(self) -> str | None: ...
+
 
 class CheckedConfig(Protocol):
     """What `check_tofupilot` reads of a station config (`StationConfig` has it: this layer
@@ -33,20 +60,20 @@ class CheckedConfig(Protocol):
     def tofupilot(self) -> ReportingSettings: ...
 
     @property
-    def procedures(self) -> Mapping[str, object]: ...
+    def procedures(self) -> Mapping[str, ProcedureSettings]: ...
 
 
 CHECK_TIMEOUT_S = 5.0
+V1_PROBE_SERIAL = "station-check"  # a serial looked up to prove the v1 API takes the key
 
 
 def check_tofupilot(
     config: CheckedConfig, *, timeout_s: float = CHECK_TIMEOUT_S
 ) -> tuple[bool, list[str]]:
-    """Call whoami and stations/current; return (ok, lines to print).
+    """Ask the server who the key is and which procedures it may write; return (ok, lines).
 
-    Not ok: no key, key refused, server unreachable, or a procedure not linked to this station.
-    A user key is ok (runs are created as that user) but reported, since benches should use
-    station keys.
+    Not ok: no key, key refused, server unreachable, or a procedure without exactly one id
+    match among the procedures this key may create runs for.
     """
     settings = config.tofupilot
     env = settings.api_key_env
@@ -59,41 +86,61 @@ def check_tofupilot(
     problem = api_key_problem(key)
     if problem is not None:  # never echoed: the variable is named, the key is not
         return False, [f"tofupilot: ${env} does not hold a usable API key: {problem}"]
-    procedures = list(config.procedures)
-    lines: list[str] = []
+    links = {
+        name: ProcedureLink(name, proc.tofupilot_id, proc.tofupilot_name)
+        for name, proc in config.procedures.items()
+    }
     try:
         with TofuPilotClient(settings.url, key, timeout_s=timeout_s) as client:
-            who = client.whoami()
-            org = (who.get("organization") or {}).get("name") or "?"
-            if who.get("type") != "station":
-                user = who.get("user") or {}
-                name = user.get("email") or user.get("name") or "?"
+            if settings.api == "v1":
+                client.list_runs_v1(V1_PROBE_SERIAL)
                 return True, [
-                    f"tofupilot: {settings.url}: a user key ({name}, {org}); runs will be "
-                    "created as this user. A station key is recommended for a bench."
+                    f"tofupilot: {settings.url}: the v1 API accepts the key; v1 identifies "
+                    "procedures by name: "
+                    + ", ".join(f"{k} as {link.name!r}" for k, link in links.items())
                 ]
-            station = who.get("station") or {}
-            current = client.current_station()
+            who = client.whoami()
+            available = available_procedures(client)
     except ApiError as exc:
         if exc.status == 401:
             return False, [f"tofupilot: the API key in ${env} was refused: check it ({exc})"]
         return False, [f"tofupilot: {settings.url}: {exc}"]
     except TofuPilotError as exc:
         return False, [f"tofupilot: cannot reach {settings.url}: {exc}"]
-    name = current.get("name") or station.get("name") or "?"
-    lines.append(f"tofupilot: {settings.url}: station key for {name!r} ({org})")
-    linked: set[str] = set()
-    for item in current.get("procedures") or []:
-        if isinstance(item, dict):
-            linked.update(str(item[k]) for k in ("id", "name") if item.get(k))
+    org = (who.get("organization") or {}).get("name") or "?"
+    if available.kind == "station":
+        lines = [f"tofupilot: {settings.url}: station key for {available.owner!r} ({org})"]
+    else:
+        user = who.get("user") or {}
+        name = user.get("email") or user.get("name") or "?"
+        lines = [
+            f"tofupilot: {settings.url}: a user key ({name}, {org}); runs will be created as "
+            "this user. A station key is recommended for a bench."
+        ]
     ok = True
-    for procedure_id in procedures:
-        if procedure_id in linked:
-            lines.append(f"tofupilot: procedure {procedure_id} is linked to {name!r}")
-        else:
-            ok = False
-            lines.append(
-                f"tofupilot: procedure {procedure_id} is NOT linked to station {name!r}: its runs "
-                f"would be refused; link procedure {procedure_id} to station {name} in TofuPilot"
-            )
+    for link in links.values():
+        line, matched = _procedure_line(link, available)
+        ok = ok and matched
+        lines.append(line)
     return ok, lines
+
+
+def _procedure_line(link: ProcedureLink, available: Available) -> tuple[str, bool]:
+    """One procedure's line: its id, and how to pin it (or why it has none)."""
+    try:
+        resolved = match_procedure(link, available)
+    except Unresolved as exc:
+        return f"tofupilot: procedure {link.key}: NOT usable: {exc.advice}", False
+    where = "linked to" if available.kind == "station" else "in"
+    if resolved.source == "station.yaml":
+        return (
+            f"tofupilot: procedure {link.key}: id {resolved.id} ({resolved.name!r}) is {where} "
+            f"{available.where}",
+            True,
+        )
+    return (
+        f"tofupilot: procedure {link.key}: {resolved.name!r} is {where} {available.where} with "
+        f"id {resolved.id}; pin it in station.yaml under procedures.{link.key}:\n"
+        f"    tofupilot_id: {resolved.id}",
+        True,
+    )

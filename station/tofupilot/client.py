@@ -1,4 +1,5 @@
-"""A small httpx client for the TofuPilot v2 endpoints a station uses.
+"""A small httpx client for the TofuPilot v2 endpoints a station uses (and the legacy v1 run
+create and list, for servers that lack v2).
 
 Why not the official SDK: it has no timeout by default (a request can hang forever), it does not
 percent-encode path values, it ignores Retry-After and it imports telemetry. This client:
@@ -23,7 +24,7 @@ import threading
 import unicodedata
 from collections import Counter
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -140,9 +141,33 @@ class TofuPilotClient:
     def create_attachment(
         self, run_id: str, name: str, *, timeout_s: float | None = None
     ) -> tuple[str, str]:
-        """POST /v2/runs/{id}/attachments; returns (attachment id, upload URL)."""
+        """POST /v2/runs/{id}/attachments; returns (attachment id, upload URL).
+
+        The attachment row exists on the run from now on (linked, empty until its bytes are
+        PUT). Some station keys may not call it (403): see `initialize_attachment`.
+        """
         data = self._api("POST", f"/v2/runs/{_seg(run_id)}/attachments", {"name": name}, timeout_s)
         return self._field(data, "id"), self._field(data, "upload_url")
+
+    def initialize_attachment(
+        self, name: str, *, timeout_s: float | None = None
+    ) -> tuple[str, str]:
+        """POST /v2/attachments (the generic flow); returns (upload id, upload URL).
+
+        The upload belongs to no run until `link_attachments` names it, so an upload whose
+        bytes never arrive leaves nothing on any run.
+        """
+        data = self._api("POST", "/v2/attachments", {"name": name}, timeout_s)
+        return self._field(data, "id"), self._field(data, "upload_url")
+
+    def link_attachments(
+        self, run_id: str, upload_ids: list[str], *, timeout_s: float | None = None
+    ) -> None:
+        """PATCH /v2/runs/{id} `{attachments: [upload ids]}`: attach finalized uploads to a run.
+
+        Sending ids already linked again links nothing twice, so the call can be repeated.
+        """
+        self._api("PATCH", f"/v2/runs/{_seg(run_id)}", {"attachments": list(upload_ids)}, timeout_s)
 
     def upload_attachment_bytes(
         self, upload_url: str, data: bytes, content_type: str, *, timeout_s: float | None = None
@@ -170,11 +195,83 @@ class TofuPilotClient:
         """GET /v2/stations/current (station keys): the station and its linked procedures."""
         return self._api("GET", "/v2/stations/current", None, timeout_s)
 
+    def list_procedures(
+        self, *, limit: int = 100, cursor: int | None = None, timeout_s: float | None = None
+    ) -> dict[str, Any]:
+        """GET /v2/procedures (user keys): one page, `{data: [{id, name, ...}], meta: {has_more,
+        next_cursor}}`."""
+        params = {"limit": str(limit)}
+        if cursor is not None:
+            params["cursor"] = str(cursor)
+        return self._api("GET", "/v2/procedures", None, timeout_s, params=params)
+
+    def list_runs(
+        self,
+        *,
+        serial_number: str,
+        limit: int = 100,
+        cursor: int | None = None,
+        timeout_s: float | None = None,
+    ) -> dict[str, Any]:
+        """GET /v2/runs?serial_numbers=SN: one page of the unit's runs, newest started first,
+        with their metadata: `{data: [...], meta: {has_more, next_cursor}}` (station history)."""
+        params = {
+            "serial_numbers": serial_number,
+            "sort_by": "started_at",
+            "sort_order": "desc",
+            "include_metadata": "true",
+            "limit": str(limit),
+        }
+        if cursor is not None:
+            params["cursor"] = str(cursor)
+        return self._api("GET", "/v2/runs", None, timeout_s, params=params)
+
+    def create_run_v1(self, body: dict[str, Any], *, timeout_s: float | None = None) -> str:
+        """POST /v1/runs (the legacy API, for servers that lack v2); returns the run id."""
+        data = self._api("POST", "/v1/runs", body, timeout_s)
+        return self._field(data, "id")
+
+    def list_runs_v1(
+        self, serial_number: str, *, timeout_s: float | None = None
+    ) -> list[dict[str, Any]]:
+        """GET /v1/runs?serial_number=: the unit's runs as the legacy API lists them (a JSON
+        list; a `{data: [...]}` or `{result: [...]}` wrapper is unwrapped)."""
+        data = self._json(
+            "GET", "/v1/runs", None, timeout_s, params={"serial_number": serial_number}
+        )
+        if isinstance(data, dict):
+            data = data.get("data", data.get("result"))
+        if not isinstance(data, list):
+            raise ApiError(200, "INVALID_RESPONSE", "the server's run list is not a list")
+        return [run for run in data if isinstance(run, dict)]
+
     # -- plumbing -------------------------------------------------------------------------------
 
     def _api(
-        self, method: str, path: str, body: dict[str, Any] | None, timeout_s: float | None
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        timeout_s: float | None,
+        *,
+        params: dict[str, str] | None = None,
     ) -> dict[str, Any]:
+        """A request to the API whose answer must be a JSON object."""
+        data = self._json(method, path, body, timeout_s, params=params)
+        if not isinstance(data, dict):
+            raise ApiError(200, "INVALID_RESPONSE", "the server's answer is not a JSON object")
+        return data
+
+    def _json(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        timeout_s: float | None,
+        *,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        """A request to the API: its JSON answer (ApiError for an error status or non-JSON)."""
         headers = {"authorization": f"Bearer {self._api_key}"}
         content: bytes | None
         if body is not None:
@@ -182,22 +279,20 @@ class TofuPilotClient:
             headers["content-type"] = "application/json"
         else:
             content = b"" if method == "POST" else None
-        response = self._send(
-            method, self.url + path, content=content, headers=headers, timeout_s=timeout_s
-        )
+        url = self.url + path
+        if params:
+            url += "?" + urlencode(params)
+        response = self._send(method, url, content=content, headers=headers, timeout_s=timeout_s)
         if not 200 <= response.status_code < 300:
             raise self._api_error(response)
         try:
-            data = response.json()
+            return response.json()
         except ValueError:
-            data = None
-        if not isinstance(data, dict):
             raise ApiError(
                 response.status_code,
                 "INVALID_RESPONSE",
-                "the server's answer is not a JSON object: " + self._body_text(response.content),
-            )
-        return data
+                "the server's answer is not JSON: " + self._body_text(response.content),
+            ) from None
 
     def _send(
         self,
@@ -245,7 +340,10 @@ class TofuPilotClient:
             data = None
         if isinstance(data, dict):
             code = data.get("code") if isinstance(data.get("code"), str) else None
-            message = str(data.get("message") or "")
+            said, error = data.get("message"), data.get("error")
+            if isinstance(error, dict) and not said:  # the v1 API's shape: {error: {message}}
+                said = error.get("message")
+            message = said if isinstance(said, str) else ""
             for issue in data.get("issues") or []:
                 if isinstance(issue, dict):
                     where = ".".join(str(p) for p in issue.get("path") or [])

@@ -21,6 +21,18 @@ is tried, so one run the server never accepts in time cannot hold back the other
 refused connection, a 429, or timeouts on two runs in a row (the server, not the run) stop a
 drain.
 
+Only the pending runs are read: the data directory's pending index (`station.storage.pending`,
+a marker per run, added by the journal when the run starts, dropped here once TofuPilot has the
+run) says which, so a pass over 10 pending runs beside 10,000 uploaded ones reads 10 runs. A
+data directory without a complete index (recorded by an earlier version, or `.pending` deleted)
+is scanned once by the first pass that may write, which rebuilds it; read-only callers
+(`pending()`, `status()`) scan without writing anything.
+
+Retry times carry jitter (`retry_delay_s`): the backoff step is stretched by up to half again,
+and a Retry-After gets a random 0..max(10 s, half of it) added, so stations coming back from
+one outage do not all retry in the same second. After a refused connection, a 429 or two
+timeouts in a row, a drain stops and `server_retry_at` says when the server may be tried again.
+
 Finalize (`POST /v2/attachments/{id}/finalize`) only needs the attachment's id, so a retryable
 failure is retried on later passes, up to `MAX_FINALIZE_TRIES` tries, never by re-creating the
 attachment. A run whose only work left is finalize is **uploaded** (the run and its bytes are
@@ -30,8 +42,12 @@ while tries remain, and `upload()` of it does only that.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import random
+import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -50,11 +66,11 @@ from station.storage.journal import (
     recover,
     unrecoverable,
 )
+from station.storage.pending import PendingIndex
 from station.tofupilot.claim import (
     LOCK_FILE,
     ClaimUnavailable,
     RunClaim,
-    claimed_before,
     held_elsewhere,
     try_claim,
 )
@@ -72,10 +88,12 @@ from station.tofupilot.policy import (
     park_hint,
     quick_delay,
 )
+from station.tofupilot.resolve import CACHE_DIR, UploadTarget
 from station.tofupilot.steps import create_run, upload_attachments
 from station.tofupilot.upload_state import (
     BUSY,
     INTERRUPTED,
+    LOCAL_ONLY,
     NOT_CONFIGURED,
     PARKED,
     QUEUED,
@@ -97,24 +115,41 @@ __all__ = [
     "BACKOFF_S",
     "BUSY",
     "INTERRUPTED",
+    "LOCAL_ONLY",
     "LOCK_FILE",
     "MAX_FINALIZE_TRIES",
     "NOT_CONFIGURED",
     "PARKED",
     "QUEUED",
-    "RECOVER_MIN_AGE_S",
+    "RETRY_AFTER_SPREAD_S",
     "STATE_FILE",
     "UPLOADED",
     "Outbox",
     "RunClaim",
     "RunStatus",
     "client_run_ref_for",
+    "retry_delay_s",
 ]
 
 _STOPS_A_DRAIN = frozenset({"connect"})  # nothing reached the server: the next run fares alike
 _MAY_BE_THE_RUN = frozenset({"timeout", "connection"})  # perhaps this run's body: go on
 
-RECOVER_MIN_AGE_S = 5.0  # a journal younger than this may be a run that is just starting
+BACKOFF_JITTER = 0.5  # a backoff step is stretched by a random 0..50 %
+RETRY_AFTER_SPREAD_S = 10.0  # at least this random spread is added to a server's Retry-After
+QUICK_JITTER_MAX_S = 0.9  # a quick retry inside one call waits up to this much longer
+
+
+def retry_delay_s(failures: int, exc: TofuPilotError, rng: random.Random) -> float:
+    """The wait before the next call after `failures` consecutive failed calls, with jitter.
+
+    The backoff step (`policy.backoff_s`) becomes a random time in [step, 1.5 x step]; a
+    server's Retry-After (never shortened) gets a random 0..max(RETRY_AFTER_SPREAD_S, half
+    of it) added: a fleet told "come back in 30 s" comes back over 30-45 s, not all at once.
+    """
+    base = backoff_s(failures, exc)
+    if exc.retry_after_s is not None:
+        return base + rng.uniform(0.0, max(RETRY_AFTER_SPREAD_S, base / 2))
+    return base * (1.0 + rng.uniform(0.0, BACKOFF_JITTER))
 
 
 @dataclass(frozen=True)
@@ -135,6 +170,7 @@ class RunStatus:
     hint: str | None = None
     message: str = ""
     finalize_pending: bool = False  # uploaded, an attachment still to finalize (tries left)
+    tried: bool = False  # a drain sent requests for it in this pass (else: listed as it stood)
 
 
 class Outbox:
@@ -143,6 +179,10 @@ class Outbox:
     `client_factory` makes the client (None: no API key, nothing can be uploaded and every
     upload answers `not-configured`). `api_key_env` only words hints. `clock` (epoch seconds) and
     `sleep` are injectable so backoff is testable without waiting; deadlines are `clock()` values.
+    `rng` draws the jitter of retry times (seed it for a reproducible schedule).
+
+    One outbox is used by one thread at a time (`BackgroundUploader` in `station.cli.upload`
+    gives a production loop one of its own).
     """
 
     def __init__(
@@ -153,13 +193,20 @@ class Outbox:
         api_key_env: str = "TOFUPILOT_API_KEY",
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+        target: UploadTarget | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        # Which API, how procedures are known in TofuPilot, where resolved ids are kept.
+        self.target = target or UploadTarget(cache_dir=self.data_dir / CACHE_DIR)
+        self.index = PendingIndex(self.data_dir)
+        self.server_retry_at: float | None = None  # set when a drain stopped for the server
         self.api_key_env = api_key_env
         self._client_factory = client_factory
         self._client: TofuPilotClient | None = None
         self._clock = clock
         self._sleep = sleep
+        self._rng = rng or random.Random()
         self._held: dict[Path, int] = {}
         self._uploading: set[Path] = set()
         self._stage = ""  # what the current request does, for hints
@@ -207,27 +254,131 @@ class Outbox:
     # -- queries --------------------------------------------------------------------------------
 
     def run_dirs(self) -> list[Path]:
-        """Every run directory (a journal or a run.json), oldest first (names start with time)."""
+        """Every run directory (a journal or a run.json), oldest first (names start with time).
+
+        Reads every directory of data_dir: for prune and for rebuilding the pending index, never
+        for an upload pass.
+        """
         if not self.data_dir.is_dir():
             return []
         return sorted(
             d
             for d in self.data_dir.iterdir()
-            if d.is_dir() and ((d / RUN_JSON).is_file() or (d / JOURNAL).is_file())
+            if not d.name.startswith(".") and d.is_dir() and _is_run_dir(d)
         )
 
+    def pending_dirs(self, *, rebuild: bool = False) -> list[Path]:
+        """The run directories not uploaded yet (or with a finalize still to do), oldest first.
+
+        From the pending index: only those runs are read. Without a complete index, every run
+        directory is read once to find them; with `rebuild` the index is then written (so the
+        next pass is cheap again), without it nothing is written (a status probe).
+        """
+        names = self.index.names()
+        if names is not None:
+            return [self.data_dir / name for name in names]
+        found = [d for d in self.run_dirs() if _needs_upload(d)]
+        if rebuild:
+            # A read-only data directory: scanned every time, as before the index.
+            with contextlib.suppress(OSError):
+                self.index.rebuild(found)
+        return found
+
     def pending(self) -> list[RunStatus]:
-        """Every run not uploaded yet (queued, parked, interrupted or busy), oldest first."""
-        return [s for s in map(self.status, self.run_dirs()) if s.state != UPLOADED]
+        """Every run not uploaded yet (queued, parked, interrupted or busy), oldest first.
+
+        Read-only: nothing is created, locked or written.
+        """
+        statuses = []
+        for run_dir in self.pending_dirs():
+            if run_dir.is_dir() and _is_run_dir(run_dir):
+                status = self.status(run_dir)
+                if status.state != UPLOADED:
+                    statuses.append(status)
+        return statuses
+
+    def newest_run_dirs(self, limit: int) -> list[Path]:
+        """The `limit` newest run directories, newest first (by name: names start with the
+        time). Lists the data directory's names and reads only the runs returned."""
+        try:
+            names = sorted(
+                (n for n in os.listdir(self.data_dir) if not n.startswith(".")), reverse=True
+            )
+        except OSError:
+            return []
+        found: list[Path] = []
+        for name in names:
+            if len(found) >= limit:
+                break
+            run_dir = self.data_dir / name
+            if _is_run_dir(run_dir):
+                found.append(run_dir)
+        return found
+
+    def uploaded_before(self, cutoff: float) -> list[tuple[Path, UploadState]]:
+        """Runs TofuPilot has in full (uploaded, a TofuPilot run id, nothing left to finalize)
+        since before `cutoff` (epoch seconds), oldest first, with their upload state: what
+        `station prune` may delete. Never a pending, parked or local-only run, nor one still in
+        the pending index. Reads every run's upload.json (prune is rare); writes nothing."""
+        pending = set(self.index.names() or ())
+        found = []
+        for run_dir in self.run_dirs():
+            if run_dir.name in pending:
+                continue
+            try:
+                state = load_state(run_dir)
+            except StateUnreadable:
+                continue
+            if _uploaded_before(state, cutoff):
+                assert state is not None
+                found.append((run_dir, state))
+        return found
+
+    def remove_uploaded(self, run_dir: Path, cutoff: float) -> bool:
+        """Delete `run_dir` if it is still a run uploaded before `cutoff` (checked again under
+        its claim, so a run another process is using is never deleted); False if it was left.
+        Raises OSError if the deletion fails part way (what is left stays a listed run)."""
+        run_dir = Path(run_dir)
+        try:
+            if not self.claim(run_dir):
+                return False
+        except ClaimUnavailable:
+            return False
+        try:
+            try:
+                state = load_state(run_dir)
+            except StateUnreadable:
+                return False
+            if not _uploaded_before(state, cutoff):
+                return False
+            shutil.rmtree(run_dir)
+            self.index.discard(run_dir.name)
+            return True
+        finally:
+            self.release(run_dir)
+
+    def next_due(self) -> float | None:
+        """When the earliest queued run is due again (`clock()` seconds; now for a run never
+        tried), or None when nothing is queued. Read-only, from the pending runs only."""
+        due: float | None = None
+        now = self._clock()
+        for status in self.pending():
+            if status.state not in (QUEUED, INTERRUPTED):
+                continue
+            at = now
+            if status.state == QUEUED and status.next_retry_at:
+                with _suppress_value_error():
+                    at = epoch(status.next_retry_at)
+            due = at if due is None else min(due, at)
+        return due
 
     def status(self, run_dir: Path) -> RunStatus:
-        """Where `run_dir` stands, from its files alone (no network, nothing written)."""
+        """Where `run_dir` stands, from its files alone (no network; nothing created, locked or
+        written)."""
         run_dir = Path(run_dir)
         summary = run_summary(run_dir)
         if not (run_dir / RUN_JSON).is_file():
-            if self._maybe_starting(run_dir) or (
-                run_dir not in self._held and held_elsewhere(run_dir)
-            ):
+            if run_dir in self._held or held_elsewhere(run_dir):  # held here: our own run
                 return RunStatus(run_dir, BUSY, **summary, message="run in progress")
             problem = unrecoverable(run_dir)
             if problem is not None:
@@ -263,8 +414,13 @@ class Outbox:
         parked, and the other runs go on.
         """
         recovered = []
-        for run_dir in self.run_dirs():
-            if (run_dir / RUN_JSON).exists() or self._maybe_starting(run_dir):
+        names = self.index.names()
+        # Without a complete index: every run directory, by its files' presence only (cheap).
+        candidates = self.run_dirs() if names is None else [self.data_dir / n for n in names]
+        for run_dir in candidates:
+            if run_dir in self._held:  # this process's own run, still going on
+                continue
+            if (run_dir / RUN_JSON).exists() or not (run_dir / JOURNAL).exists():
                 continue
             try:
                 if not self.claim(run_dir):
@@ -295,21 +451,20 @@ class Outbox:
         run_dir = Path(run_dir)
         if self._client_factory is None:
             status = self.status(run_dir)
-            if status.state in (UPLOADED, PARKED):
+            if status.state in (UPLOADED, PARKED, LOCAL_ONLY):
                 return status
             return replace(status, state=NOT_CONFIGURED, message=f"${self.api_key_env} is not set")
         newly_claimed = run_dir not in self._held
-        # Checked before claiming: the claim creates the lock file this test looks for.
-        if not (run_dir / RUN_JSON).exists() and self._maybe_starting(run_dir):
-            return RunStatus(run_dir, BUSY, **run_summary(run_dir), message="run in progress")
         try:
             claimed = self.claim(run_dir)
         except ClaimUnavailable as exc:
+            message = f"not uploaded: {exc.strerror}; uploading needs a writable data directory"
             return RunStatus(
                 run_dir,
                 QUEUED,
                 **run_summary(run_dir),
-                message=f"not uploaded: {exc.strerror}; uploading needs a writable data directory",
+                last_error={"kind": "disk", "status": None, "code": None, "message": message},
+                message=message,
             )
         if not claimed:
             return replace(
@@ -317,7 +472,10 @@ class Outbox:
             )
         self._uploading.add(run_dir)
         try:
-            return self._upload_claimed(run_dir, deadline, retry_parked)
+            status = self._upload_claimed(run_dir, deadline, retry_parked)
+            if status.state == UPLOADED and not status.finalize_pending:
+                self.index.discard(run_dir.name)  # TofuPilot has it all: no pass reads it again
+            return status
         finally:
             self._uploading.discard(run_dir)
             if newly_claimed:
@@ -330,26 +488,46 @@ class Outbox:
         deadline: float | None = None,
         now: float | None = None,
         run_budget_s: float | None = None,
+        stop: threading.Event | None = None,
+        skip: Path | None = None,
+        rebuild_index: bool = True,
     ) -> list[RunStatus]:
         """Upload every run not uploaded yet, oldest first; recover interrupted runs first.
 
-        With `now`, only runs whose next retry is due at `now` are tried (the backoff schedule,
-        for automatic callers); without it every queued run is tried (an operator asked). Each
-        run gets at most `run_budget_s` seconds (within `deadline`): a run that times out stays
+        Only the pending runs are read (`pending_dirs`; without a complete index, every run is
+        read once and, with `rebuild_index`, the index written; without it, nothing is done
+        and `[]` returned, so a caller with a tight budget never pays for the scan). With
+        `now`, only runs whose next retry is due at `now` are tried (the backoff schedule, for
+        automatic callers); without it every queued run is tried (an operator asked). Each run
+        gets at most `run_budget_s` seconds (within `deadline`): a run that times out stays
         queued and the next one is tried. After a refused connection or a 429, or timeouts on
         two runs in a row, the remaining runs are not tried: the server is the problem, and
-        each would cost a timeout. Uploaded runs are not listed, except those with a finalize
-        still to do: they are tried again (finalize only) and listed as uploaded.
+        each would cost a timeout; `server_retry_at` then says when to try it again (else
+        None). `stop` (set from another thread) ends the drain before the next run; `skip` is
+        a run not to list (the caller's own). Uploaded runs are not listed, except those with a
+        finalize still to do: they are tried again (finalize only) and listed as uploaded.
         """
+        self.server_retry_at = None
+        if not rebuild_index and not self.index.complete():
+            return []
+        pending = self.pending_dirs(rebuild=rebuild_index)  # the index, complete from here on
         self.recover_interrupted()
         results: list[RunStatus] = []
         stopped: str | None = None
         timeouts_in_a_row = 0
-        for run_dir in self.run_dirs():
+        for run_dir in pending:
+            if run_dir == skip:
+                continue
+            if not run_dir.is_dir() or not _is_run_dir(run_dir):
+                self._forget_if_gone(run_dir)
+                continue
             status = self.status(run_dir)
             if status.state == UPLOADED and not status.finalize_pending:
+                self.index.discard(run_dir.name)  # uploaded by a process that died before this
                 continue
-            if status.state in (BUSY, INTERRUPTED) or (status.state == PARKED and not retry_parked):
+            if status.state in (BUSY, INTERRUPTED) or (
+                status.state in (PARKED, LOCAL_ONLY) and not retry_parked
+            ):
                 results.append(status)
                 continue
             if (
@@ -362,26 +540,41 @@ class Outbox:
                 continue
             if stopped is None and deadline is not None and self._clock() >= deadline:
                 stopped = "time budget used up"
+            if stopped is None and stop is not None and stop.is_set():
+                stopped = "stopping"
             if stopped is not None:
                 results.append(replace(status, message=f"not tried: {stopped}"))
                 continue
             run_deadline = deadline
             if run_budget_s is not None:
                 run_deadline = min(deadline or math.inf, self._clock() + run_budget_s)
-            result = self.upload(run_dir, deadline=run_deadline, retry_parked=retry_parked)
+            result = replace(
+                self.upload(run_dir, deadline=run_deadline, retry_parked=retry_parked), tried=True
+            )
             results.append(result)
             error = result.last_error or {}
             kind = error.get("kind")
             failed_now = result.state in (QUEUED, UPLOADED) and bool(error)
             timed_out = failed_now and kind in _MAY_BE_THE_RUN
             timeouts_in_a_row = timeouts_in_a_row + 1 if timed_out else 0
+            server_down = False
             if failed_now and (kind in _STOPS_A_DRAIN or error.get("status") == 429):
-                stopped = f"{kind} error on an earlier run"
+                stopped, server_down = f"{kind} error on an earlier run", True
             elif timeouts_in_a_row >= 2:
-                stopped = f"{kind} errors on the last two runs"
+                stopped, server_down = f"{kind} errors on the last two runs", True
+            if server_down and result.next_retry_at:
+                with _suppress_value_error():
+                    self.server_retry_at = epoch(result.next_retry_at)
             if result.state == NOT_CONFIGURED:
                 stopped = result.message
         return results
+
+    def _forget_if_gone(self, run_dir: Path) -> None:
+        """A marker whose run directory is gone (pruned, deleted by hand) is dropped; one whose
+        directory holds no journal yet is a run starting (or one that died before its first
+        write): kept."""
+        if not run_dir.exists():
+            self.index.discard(run_dir.name)
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -458,11 +651,13 @@ class Outbox:
                 delay = quick_delay(exc, tries, deadline, self._clock)
                 if delay is None:
                     state.failures += 1  # one per call: the backoff step
-                    state.next_retry_at = iso(self._clock() + backoff_s(state.failures, exc))
+                    wait = retry_delay_s(state.failures, exc, self._rng)
+                    state.next_retry_at = iso(self._clock() + wait)
                     save_state(run_dir, state)
                     return self._status_of(run_dir, state, summary)
                 save_state(run_dir, state)
-                self._sleep(delay)
+                # quick_delay leaves a second before the deadline: the jitter stays within it
+                self._sleep(delay + self._rng.uniform(0.0, min(QUICK_JITTER_MAX_S, delay / 2)))
                 continue
             state.uploaded_at = iso(self._clock())
             state.next_retry_at = None
@@ -480,7 +675,15 @@ class Outbox:
         client = self._client_once()
         timeout = partial(self._timeout, deadline)
         if state.run_id is None:
-            create_run(client, run_dir, record, state, timeout=timeout, set_stage=self._set_stage)
+            create_run(
+                client,
+                run_dir,
+                record,
+                state,
+                timeout=timeout,
+                set_stage=self._set_stage,
+                target=self.target,
+            )
         return upload_attachments(
             client, run_dir, state, timeout=timeout, set_stage=self._set_stage
         )
@@ -567,6 +770,8 @@ class Outbox:
                 message += "; attachment finalize to be retried"
         elif state.parked:
             kind, message = PARKED, state.hint or "parked"
+            if (state.last_error or {}).get("kind") == LOCAL_ONLY:
+                kind = LOCAL_ONLY  # a simulated run kept local: not a problem to fix
         else:
             kind = QUEUED
             error = state.last_error
@@ -619,22 +824,34 @@ class Outbox:
             message=message,
         )
 
-    def _maybe_starting(self, run_dir: Path) -> bool:
-        """A run whose process has not claimed its directory yet (`station run` does so right
-        after the journal creates it): no signed lock file, and a journal of the last few seconds.
 
-        A lock file that is only opened (empty) does not count: between opening and locking it
-        the run's process holds nothing, and recovering the run then would turn a live run into
-        an ERROR run. A run that died after its claim has a signed lock file nobody holds:
-        recovered at once.
-        """
-        if claimed_before(run_dir):
-            return False
-        try:
-            age = self._clock() - (run_dir / JOURNAL).stat().st_mtime
-        except OSError:
-            return False
-        return run_dir not in self._held and age < RECOVER_MIN_AGE_S
+def _is_run_dir(run_dir: Path) -> bool:
+    return (run_dir / RUN_JSON).is_file() or (run_dir / JOURNAL).is_file()
+
+
+def _needs_upload(run_dir: Path) -> bool:
+    """Whether the run belongs in the pending index: anything but uploaded with nothing left
+    to finalize (a damaged upload.json counts as pending: it is listed as parked)."""
+    try:
+        state = load_state(run_dir)
+    except StateUnreadable:
+        return True
+    return state is None or state.uploaded_at is None or state.finalize_pending()
+
+
+def _uploaded_before(state: UploadState | None, cutoff: float) -> bool:
+    if state is None or state.uploaded_at is None or not state.run_id or state.parked:
+        return False
+    if state.finalize_pending():
+        return False  # TofuPilot still lacks an attachment this station may yet finalize
+    try:
+        return epoch(state.uploaded_at) < cutoff
+    except ValueError:
+        return False
+
+
+def _suppress_value_error() -> contextlib.AbstractContextManager[None]:
+    return contextlib.suppress(ValueError)
 
 
 def _reason(exc: BaseException) -> str:

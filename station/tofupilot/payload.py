@@ -7,6 +7,12 @@ and read back from run.json alike: see station.records.model) goes out as a null
 value named in the measurement's docstring. Attachments are not part of the body; they are
 uploaded once the run exists.
 
+`procedure_id` is TofuPilot's id of the procedure (a UUID, see `resolve`), not the record's
+`procedure_id` (the station.yaml key). The run's metadata carries, besides what the procedure
+set: `simulated: true` for a run on the simulated bench (first, so it is never the key dropped),
+and one `instrument.<name>` key per instrument the run opened (`Keysight 34461A SN MY60012345 fw
+A.03.01 @ USB0::...`), after the procedure's own keys, within TofuPilot's 50 keys.
+
 A body is bounded whatever the record holds (a record from disk may come from a procedure that
 logged a million lines): at most `MAX_LOGS_PER_PHASE` log lines and `MAX_LOG_CHARS_PER_PHASE`
 characters of messages per phase (and for the run's own logs), its first and last lines, and at
@@ -22,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from station.records.model import (
+    InstrumentRecord,
     LogEntry,
     MeasurementRecord,
     PhaseRecord,
@@ -31,6 +38,7 @@ from station.records.model import (
 )
 
 MAX_METADATA_KEYS = 50  # server limit
+MAX_METADATA_TEXT = 1_000  # an instrument's line is cut here (a raw identity can be anything)
 MAX_LOG_MESSAGE = 10_000  # the server truncates longer messages; we do it visibly instead
 MAX_TEXT = 10_000  # bound for docstrings we compose (error messages, reasons)
 MAX_LOGS_PER_PHASE = 10_000  # log lines one phase (or the run outside phases) sends
@@ -45,17 +53,20 @@ _LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
 _TRUNCATED = "... (truncated)"
 
 
-def build_run_body(record: RunRecord, *, client_run_ref: str) -> dict[str, Any]:
-    """The v2 run-create body for `record`, carrying `client_run_ref` as its idempotency key."""
+def build_run_body(record: RunRecord, *, client_run_ref: str, procedure_id: str) -> dict[str, Any]:
+    """The v2 run-create body for `record`, carrying `client_run_ref` as its idempotency key and
+    `procedure_id` (TofuPilot's id of the procedure) as the procedure."""
     if not client_run_ref:
         raise ValueError("client_run_ref must be a non-empty string")
+    if not procedure_id:
+        raise ValueError("procedure_id must be TofuPilot's id of the procedure")
     if not record.serial_number:
         raise ValueError("the record has no serial number; TofuPilot requires one")
     outcome = str(record.outcome) if record.outcome in _RUN_OUTCOMES else "ERROR"
     ended_at = record.ended_at or max(
         _utc(moment) for moment in (record.started_at, *(p.ended_at for p in record.phases))
     )
-    metadata, dropped = _metadata(record.metadata)
+    metadata, dropped = _metadata(run_metadata(record))
 
     notes = [record.docstring or ""]
     if record.outcome is None:
@@ -70,7 +81,7 @@ def build_run_body(record: RunRecord, *, client_run_ref: str) -> dict[str, Any]:
 
     body: dict[str, Any] = {
         "outcome": outcome,
-        "procedure_id": record.procedure_id,
+        "procedure_id": procedure_id,
         "started_at": _timestamp(record.started_at),
         "ended_at": _timestamp(ended_at),
         "serial_number": record.serial_number,
@@ -254,6 +265,32 @@ def _log(entry: LogEntry) -> dict[str, Any]:
         "source_file": entry.source_file,
         "line_number": entry.line_number,
     }
+
+
+def run_metadata(record: RunRecord) -> dict[str, Any]:
+    """The metadata a run carries to TofuPilot (before the key limit): `simulated` first, the
+    procedure's own keys, then one `instrument.<name>` per instrument the run opened."""
+    metadata: dict[str, Any] = {"simulated": True} if record.simulated else {}
+    for key, value in record.metadata.items():
+        metadata.setdefault(key, value)  # never lets a procedure's key unmark a simulated run
+    for instrument in record.instruments:
+        metadata.setdefault(f"instrument.{instrument.name}", instrument_text(instrument))
+    return metadata
+
+
+def instrument_text(instrument: InstrumentRecord) -> str:
+    """`Keysight 34461A SN MY60012345 fw A.03.01 @ USB0::...`: who the instrument was, from what
+    the record knows of it (its raw identity when it was not parsed)."""
+    parts = [" ".join(p for p in (instrument.manufacturer, instrument.model) if p)]
+    if instrument.serial_number:
+        parts.append(f"SN {instrument.serial_number}")
+    if instrument.firmware:
+        parts.append(f"fw {instrument.firmware}")
+    text = " ".join(p for p in parts if p) or (instrument.identity or "").strip()
+    text = text or f"{instrument.driver} (no identity)"
+    if instrument.resource:
+        text += f" @ {instrument.resource}"
+    return _truncate(text, MAX_METADATA_TEXT)
 
 
 def _metadata(metadata: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:

@@ -34,6 +34,7 @@ from station.storage.journal import JOURNAL, RUN_JSON, write_atomic
 __all__ = [
     "BUSY",
     "INTERRUPTED",
+    "LOCAL_ONLY",
     "NOT_CONFIGURED",
     "PARKED",
     "QUEUED",
@@ -62,6 +63,9 @@ PARKED = "parked"
 NOT_CONFIGURED = "not-configured"
 INTERRUPTED = "interrupted"  # journal only: recovered as an ERROR run before its upload
 BUSY = "busy"  # another process holds the claim (a run going on, or another upload)
+# A simulated run kept off a TofuPilot that is not on this machine (parked, error kind
+# "local-only"; never sent however often retried: see tofupilot/policy.py).
+LOCAL_ONLY = "local-only"
 
 
 class StateUnreadable(Exception):
@@ -105,6 +109,10 @@ class AttachmentState:
     finalize_error: str | None = None
     finalize_tries: int = 0
     abandoned_ids: list[str] = field(default_factory=list)
+    # "run": run-scoped (POST /v2/runs/{id}/attachments, on the run once created); "generic":
+    # POST /v2/attachments, on the run only once finalized and `linked` (PATCH /v2/runs/{id}).
+    flow: str = "run"
+    linked: bool = False
 
 
 @dataclass

@@ -113,7 +113,7 @@ def assert_record_round_trips(run_dir: Path, record: RunRecord | None = None) ->
 
 
 def only_run_dir(data_dir: Path) -> Path:
-    (run_dir,) = [d for d in data_dir.iterdir() if d.is_dir()]
+    (run_dir,) = [d for d in data_dir.iterdir() if d.is_dir() and d.name[0] != "."]
     return run_dir
 
 

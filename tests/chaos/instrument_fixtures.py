@@ -115,9 +115,9 @@ class FaultyBench:
             textwrap.dedent(PROCEDURE.format(phase_timeout_s=phase_timeout_s)), encoding="utf-8"
         )
         instruments = "".join(
-            f"  {name}: {{driver: {driver}, resource: 'TCPIP::192.0.2.1::5025::SOCKET', "
+            f"  {name}: {{driver: {driver}, resource: 'TCPIP::192.0.2.1::{5025 + index}::SOCKET', "
             f"timeout_ms: {timeout_ms}}}\n"
-            for name, driver in self.drivers.items()
+            for index, (name, driver) in enumerate(self.drivers.items())
         )
         (self.root / "station.yaml").write_text(
             "station: {name: Chaos bench}\n"

@@ -112,7 +112,9 @@ def site_fixture(tmp_path: Path, emulator: TofuPilotEmulator) -> Site:
 
 
 def run_dirs(data_dir: Path) -> list[Path]:
-    return sorted(d for d in data_dir.iterdir() if d.is_dir()) if data_dir.is_dir() else []
+    if not data_dir.is_dir():
+        return []
+    return sorted(d for d in data_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
@@ -154,9 +156,15 @@ def stored_body(emulator: TofuPilotEmulator, ref: str) -> dict[str, Any]:
     return body
 
 
-def expected_body(run_dir: Path) -> dict[str, Any]:
-    """The body the run directory stands for, rebuilt from its run.json."""
-    return build_run_body(read_record(run_dir), client_run_ref=ref_of(run_dir))
+def expected_body(run_dir: Path, emulator: TofuPilotEmulator) -> dict[str, Any]:
+    """The body the run directory stands for, rebuilt from its run.json, with the emulator's id
+    of its procedure (what the outbox resolved by name)."""
+    record = read_record(run_dir)
+    return build_run_body(
+        record,
+        client_run_ref=ref_of(run_dir),
+        procedure_id=emulator.procedure_id(record.procedure_id),
+    )
 
 
 def ledger(emulator: TofuPilotEmulator, dirs: list[Path]) -> dict[str, int]:

@@ -34,7 +34,7 @@ def assert_each_run_sent_once(site: Site) -> None:
     assert run_posts(site.emulator) == {ref_of(d): 1 for d in dirs}
     for run_dir in dirs:
         body = stored_body(site.emulator, ref_of(run_dir))
-        assert body == expected_body(run_dir)
+        assert body == expected_body(run_dir, site.emulator)
         assert body["outcome"] == "PASS", run_dir.name
 
 

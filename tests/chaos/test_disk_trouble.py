@@ -257,7 +257,7 @@ def test_upload_from_a_read_only_data_directory_says_so_and_exits_non_zero(
 
         seen = station_cli(tmp_path, "upload", env_extra=key)
         seen.assert_no_traceback()
-        assert seen.code == 1, seen.out  # nothing was uploaded: not a success
+        assert seen.code == 6, seen.out  # nothing was uploaded: the disk needs a person
         lines = [line for line in seen.out.splitlines() if "_T1_SN-" in line]
         assert len(lines) == 2, seen.out
         for line in lines:

@@ -86,7 +86,8 @@ def upload_through_chaos(tmp_path: Path, emulator, count: int, seed: int) -> Non
         "strays": 0,
     }
     for run_dir in dirs:
-        assert stored_body(emulator, ref_of(run_dir)) == expected_body(run_dir), run_dir.name
+        expected = expected_body(run_dir, emulator)
+        assert stored_body(emulator, ref_of(run_dir)) == expected, run_dir.name
     for run in emulator.runs.values():
         serial = run.body["serial_number"]
         holding = [a for a in run.attachments if a.data is not None]

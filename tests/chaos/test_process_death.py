@@ -188,7 +188,7 @@ def kill_and_recover(site: Site, count: int, seed: int) -> None:
     }
     for outcome in outcomes:
         body = stored_body(emulator, ref_of(outcome.run_dir))
-        assert body == expected_body(outcome.run_dir), outcome.job
+        assert body == expected_body(outcome.run_dir, emulator), outcome.job
     for outcome in interrupted:
         assert outcome.job.point in IN_RUN_POINTS, outcome.job
         assert_recovered_as_error(emulator, outcome)

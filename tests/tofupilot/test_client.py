@@ -17,8 +17,11 @@ from station.tofupilot.client import (
     TransportError,
 )
 
+ANY_ID = "3f2b8c1e-1d2a-4c5b-9e8f-0a1b2c3d4e5f"  # a UUID, for requests that never get that far
 
-def body(procedure: str = "FVT1", ref: str = "ref-1", **extra) -> dict:
+
+def body(procedure: str = ANY_ID, ref: str = "ref-1", **extra) -> dict:
+    """A run-create body for `procedure`: TofuPilot's id of it (`emulator.procedure_id(name)`)."""
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
         "outcome": "PASS",
@@ -46,14 +49,15 @@ def client(emulator):
 
 
 def test_create_run_returns_the_id_and_is_idempotent_on_client_run_ref(emulator, client):
-    run_id = client.create_run(body(ref="station-abc"))
+    fvt1 = emulator.procedure_id("FVT1")
+    run_id = client.create_run(body(fvt1, ref="station-abc"))
     assert run_id in emulator.runs
-    assert client.create_run(body(ref="station-abc")) == run_id
+    assert client.create_run(body(fvt1, ref="station-abc")) == run_id
     assert len(emulator.runs) == 1
 
 
 def test_attachment_flow_create_put_finalize(emulator, client):
-    run_id = client.create_run(body())
+    run_id = client.create_run(body(emulator.procedure_id("FVT1")))
     attachment_id, upload_url = client.create_attachment(run_id, "scope trace.csv")
     client.upload_attachment_bytes(upload_url, b"t,v\n0,1\n", "text/csv")
     client.finalize_attachment(attachment_id)
@@ -68,8 +72,8 @@ def test_attachment_flow_create_put_finalize(emulator, client):
 
 def test_whoami_and_current_station(emulator, client):
     assert client.whoami()["type"] == "station"
-    linked = {p["id"] for p in client.current_station()["procedures"]}
-    assert "FVT1" in linked
+    linked = {p["id"]: p["name"] for p in client.current_station()["procedures"]}
+    assert linked[emulator.procedure_id("FVT1")] == "FVT1"
 
 
 def test_path_values_are_percent_encoded(emulator, client):
@@ -108,7 +112,7 @@ def test_the_key_goes_to_the_api_only_never_to_upload_urls():
 def test_error_statuses_are_typed_and_classified(emulator, client, status, retryable):
     emulator.faults.plan([str(status)])
     with pytest.raises(ApiError) as info:
-        client.create_run(body())
+        client.create_run(body(emulator.procedure_id("FVT1")))
     error = info.value
     assert (error.status, error.retryable) == (status, retryable)
     assert error.code  # the documented code, e.g. UNAUTHORIZED
@@ -118,26 +122,34 @@ def test_error_statuses_are_typed_and_classified(emulator, client, status, retry
 def test_429_carries_retry_after(emulator, client):
     emulator.faults.plan(["429:7"])
     with pytest.raises(ApiError) as info:
-        client.create_run(body())
+        client.create_run(body(emulator.procedure_id("FVT1")))
     assert info.value.retry_after_s == 7.0
     assert info.value.retryable
 
 
 def test_validation_errors_carry_the_servers_issues(client):
     with pytest.raises(ApiError) as info:
-        client.create_run({"procedure_id": "FVT1"})
+        client.create_run({"procedure_id": ANY_ID})
     error = info.value
     assert error.status == 400 and error.code == "BAD_REQUEST" and not error.retryable
     assert any("outcome" in issue for issue in error.issues), error.issues
 
 
 def test_unknown_procedure_unlinked_procedure_and_bad_key(emulator, client):
+    nope = "00000000-0000-4000-8000-000000000000"
     with pytest.raises(ApiError) as info:
-        client.create_run(body("NOPE"))
-    assert info.value.status == 404
-    with pytest.raises(ApiError) as info:
-        client.create_run(body("ICT1"))  # linked to the other station
+        client.create_run(body(nope))  # a station key sees only its linked procedures
     assert info.value.status == 403
+    with TofuPilotClient(emulator.url, emulator.user_key, timeout_s=2.0) as user:
+        with pytest.raises(ApiError) as info:
+            user.create_run(body(nope))
+        assert info.value.status == 404
+    with pytest.raises(ApiError) as info:
+        client.create_run(body(emulator.procedure_id("ICT1")))  # linked to the other station
+    assert info.value.status == 403
+    with pytest.raises(ApiError) as info:
+        client.create_run(body("FVT1"))  # a name, where TofuPilot wants its id
+    assert info.value.status == 400 and "procedure_id: Invalid uuid" in info.value.issues
     with (
         TofuPilotClient(emulator.url, "tp_station_wrong") as bad,
         pytest.raises(ApiError) as info,
@@ -261,12 +273,21 @@ def test_check_reports_a_station_key_with_every_procedure_linked(tp_config, emul
     ok, lines = check_tofupilot(tp_config)
     assert ok, lines
     assert "station key for 'Demo bench'" in lines[0]
-    assert any("procedure T1 is linked" in line for line in lines)
+    t1 = emulator.procedure_id("T1")
+    assert (
+        f"tofupilot: procedure T1: 'T1' is linked to station 'Demo bench' with id {t1}; pin it "
+        f"in station.yaml under procedures.T1:\n    tofupilot_id: {t1}"
+    ) in lines
 
     emulator.unlink("T1")
     ok, lines = check_tofupilot(tp_config)
     assert not ok
-    assert any("link procedure T1 to station Demo bench in TofuPilot" in x for x in lines), lines
+    (line,) = [x for x in lines if "procedure T1:" in x]
+    assert line.startswith(
+        "tofupilot: procedure T1: NOT usable: procedure 'T1' is not linked to station 'Demo "
+        f"bench' in TofuPilot (available: FVT1 ({emulator.procedure_id('FVT1')}))"
+    )
+    assert "link it to station 'Demo bench' in TofuPilot" in line
 
 
 def test_check_reports_user_keys_missing_keys_refused_keys_and_no_server(

@@ -13,11 +13,23 @@ import pytest
 
 from sim.tofupilot import Faults, TofuPilotEmulator
 
+# TofuPilot's procedure ids are UUIDs: the emulator below has FVT1 under this one.
+FVT1 = "0b5d7a3e-4c1f-4e7a-9a51-2f6d8c9e1a01"
+
+
+@pytest.fixture
+def emulator():
+    """The conftest emulator, with FVT1's id pinned (the demo station is linked to FVT1, T1)."""
+    with TofuPilotEmulator(port=0, procedures={"FVT1": FVT1}) as tp:
+        tp.faults.hang_s = 0.3
+        tp.faults.retry_after_s = 0
+        yield tp
+
 
 def run_body(**overrides):
     body = {
         "outcome": "PASS",
-        "procedure_id": "FVT1",
+        "procedure_id": FVT1,
         "started_at": "2025-01-01T12:00:00.000Z",
         "ended_at": "2025-01-01T12:00:05.000Z",
         "serial_number": "SN-1",
@@ -39,14 +51,15 @@ def api(emulator):
 # -- identity -----------------------------------------------------------------------------------
 
 
-def test_whoami_and_current_station_for_a_station_key(api):
+def test_whoami_and_current_station_for_a_station_key(emulator, api):
     who = api.get("/v2/whoami").json()
     assert who["type"] == "station" and who["user"] is None
     assert who["station"] == {"id": "stn-demo-bench", "name": "Demo bench"}
     assert set(who["organization"]) == {"id", "slug", "name"}
     current = api.get("/v2/stations/current").json()
     assert current["id"] == "stn-demo-bench"
-    assert [p["id"] for p in current["procedures"]] == ["FVT1", "T1"]
+    assert [p["name"] for p in current["procedures"]] == ["FVT1", "T1"]
+    assert [p["id"] for p in current["procedures"]] == [FVT1, emulator.procedure_id("T1")]
     assert current["procedures"][0]["runs_count"] == 0
 
 
@@ -110,14 +123,16 @@ def test_invalid_body_is_400_with_issues_and_paths(emulator, api):
 
 
 def test_station_key_writes_only_linked_procedures(emulator, api):
-    forbidden = api.post("/v2/runs", json=run_body(procedure_id="ICT1"))
+    ict1 = emulator.procedure_id("ICT1")  # linked to the other station only
+    forbidden = api.post("/v2/runs", json=run_body(procedure_id=ict1))
     assert forbidden.status_code == 403
-    assert forbidden.json()["code"] == "FORBIDDEN" and "'ICT1'" in forbidden.json()["message"]
-    missing = api.post("/v2/runs", json=run_body(procedure_id="NOPE"))
-    assert missing.status_code == 404 and missing.json()["code"] == "NOT_FOUND"
-    assert "'NOPE'" in missing.json()["message"]
+    assert forbidden.json()["code"] == "FORBIDDEN" and f"'{ict1}'" in forbidden.json()["message"]
     user = {"Authorization": f"Bearer {emulator.user_key}"}
-    assert api.post("/v2/runs", json=run_body(procedure_id="ICT1"), headers=user).is_success
+    nope = "00000000-0000-4000-8000-000000000000"
+    missing = api.post("/v2/runs", json=run_body(procedure_id=nope), headers=user)
+    assert missing.status_code == 404 and missing.json()["code"] == "NOT_FOUND"
+    assert f"'{nope}'" in missing.json()["message"]
+    assert api.post("/v2/runs", json=run_body(procedure_id=ict1), headers=user).is_success
     emulator.unlink("FVT1")
     assert api.post("/v2/runs", json=run_body(client_run_ref="x")).status_code == 403
     emulator.link("FVT1")
@@ -315,10 +330,10 @@ def test_custom_keys():
     }
     with TofuPilotEmulator(keys=keys) as tp:
         assert (tp.station_key, tp.user_key) == ("k-station", "k-user")
-        assert tp.procedures == {"EOL"}
+        assert [p.name for p in tp.procedures.values()] == ["EOL"]
         response = httpx.post(
             f"{tp.url}/v2/runs",
-            json=run_body(procedure_id="EOL"),
+            json=run_body(procedure_id=tp.procedure_id("EOL")),
             headers={"Authorization": "Bearer k-station"},
         )
         assert response.status_code == 200
@@ -329,12 +344,14 @@ def test_custom_keys():
 @pytest.mark.slow
 def test_command_line_prints_url_and_key_until_interrupted():
     process = subprocess.Popen(
-        [sys.executable, "-m", "sim.tofupilot", "--port", "0", "--procedures", "FVT1,EOL"],
+        [sys.executable, "-m", "sim.tofupilot", "--port", "0", "--procedure", "FVT1,EOL"],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
-        lines = [process.stdout.readline() for _ in range(8)]
+        lines = [process.stdout.readline()]
+        while "Ctrl-C" not in lines[-1] and lines[-1]:
+            lines.append(process.stdout.readline())
         url = lines[0].split()[-1]
         key = next(line.split("=", 1)[1].strip() for line in lines if "export" in line)
         assert f"tofupilot: {{url: {url}}}" in "".join(lines)

@@ -139,7 +139,9 @@ def test_uploads_the_run_and_its_attachment_once(station, emulator):
     assert status.state == UPLOADED, status
     (run,) = emulator.runs.values()
     assert status.run_id == run.id
-    assert run.body["procedure_id"] == "T1" and run.body["serial_number"] == "SN-1"
+    # TofuPilot's id of T1 (a UUID), resolved by name among the station's procedures.
+    assert run.body["procedure_id"] == emulator.procedure_id("T1")
+    assert run.body["serial_number"] == "SN-1"
     record = json.loads((run_dir / "run.json").read_text())
     assert run.body["client_run_ref"] == f"station-{record['run_id']}"
     (attachment,) = run.attachments
@@ -149,12 +151,14 @@ def test_uploads_the_run_and_its_attachment_once(station, emulator):
     assert saved["run_id"] == run.id and saved["uploaded_at"] and not saved["parked"]
     assert saved["attachments"][0]["finalized"] is True
 
-    wait_for(lambda: len(emulator.requests) == 4)
+    wait_for(lambda: len(emulator.requests) == 6)
     with station.outbox() as outbox:
         assert outbox.upload(run_dir).state == UPLOADED
         assert outbox.drain() == []
         assert outbox.pending() == []
-    assert len(emulator.requests) == 4  # create, attachment, PUT, finalize: nothing again
+    # whoami and stations/current (T1's id, resolved once), create, attachment, PUT, finalize:
+    # nothing again
+    assert len(emulator.requests) == 6
 
 
 def test_client_run_ref_is_on_disk_before_the_first_send_and_run_id_before_attachments(
@@ -183,7 +187,7 @@ def test_client_run_ref_is_on_disk_before_the_first_send_and_run_id_before_attac
 
 def test_a_response_lost_after_the_run_was_stored_does_not_duplicate_it(station, emulator):
     run_dir = station.record()
-    emulator.faults.plan(["drop_after_store"])
+    emulator.faults.plan(["drop_after_store"], match="POST /api/v2/runs$")
     with station.outbox() as outbox:
         status = outbox.upload(run_dir)
     assert status.state == UPLOADED
@@ -194,10 +198,11 @@ def test_a_response_lost_after_the_run_was_stored_does_not_duplicate_it(station,
 
 def test_a_server_error_then_ok_is_retried_at_once(station, emulator):
     run_dir = station.record()
-    emulator.faults.plan(["500"])
+    emulator.faults.plan(["500"], match="POST /api/v2/runs$")
     with station.outbox() as outbox:
         assert outbox.upload(run_dir).state == UPLOADED
-    assert station.clock.sleeps == [0.5]
+    (slept,) = station.clock.sleeps
+    assert 0.5 <= slept <= 0.75  # the quick retry's 0.5 s, with up to half again of jitter
     assert len(emulator.runs) == 1
 
 
@@ -208,7 +213,8 @@ def test_persistent_failures_back_off_15s_30s_5min_15min_then_hourly(station, em
         for expected in (*BACKOFF_S, 3600.0):
             status = outbox.upload(run_dir)
             assert status.state == QUEUED
-            assert abs(epoch(status.next_retry_at) - (station.clock.now + expected)) < 1
+            waits = epoch(status.next_retry_at) - station.clock.now
+            assert expected - 1 <= waits <= expected * 1.5 + 1  # the step, plus jitter
             assert status.last_error["status"] == 503
             assert "server error 503" in status.message
     saved = state(run_dir)
@@ -225,7 +231,7 @@ def test_drain_with_now_follows_the_backoff_schedule(station, emulator):
         wait_for(lambda: len(emulator.requests) == 3)
         (status,) = outbox.drain(now=station.clock.now + 10)  # not due yet: untouched
         assert status.state == QUEUED and len(emulator.requests) == 3
-        (status,) = outbox.drain(now=station.clock.now + 16)
+        (status,) = outbox.drain(now=station.clock.now + 24)  # 15 s, plus up to half again
         assert status.state == UPLOADED
     assert len(emulator.runs) == 1
     assert state(run_dir)["uploaded_at"]
@@ -237,11 +243,13 @@ def test_429_retry_after_is_honoured(station, emulator):
     with station.outbox() as outbox:
         status = outbox.upload(run_dir)
         assert status.state == QUEUED and status.last_error["status"] == 429
-        assert abs(epoch(status.next_retry_at) - (station.clock.now + 120)) < 1
+        waits = epoch(status.next_retry_at) - station.clock.now
+        assert 119 <= waits <= 120 + 60 + 1  # never sooner; spread by up to half again
         assert station.clock.sleeps == []  # too long to wait for in this call
         emulator.faults.plan(["429:2"])
         assert outbox.upload(run_dir).state == UPLOADED
-        assert station.clock.sleeps == [2.0]  # short enough: waited, then sent again
+        (slept,) = station.clock.sleeps  # short enough: waited, then sent again
+        assert 2.0 <= slept <= 2.9
     assert len(emulator.runs) == 1
 
 
@@ -269,7 +277,11 @@ def test_an_unlinked_procedure_parks_with_the_link_hint(station, emulator):
     with station.outbox() as outbox:
         status = outbox.upload(run_dir)
         assert status.state == PARKED
-        assert "link procedure T1 to station Demo bench in TofuPilot" in status.hint
+        assert status.hint.startswith(
+            "procedure 'T1' is not linked to station 'Demo bench' in TofuPilot (available: FVT1 ("
+        )
+        assert "link it to station 'Demo bench' in TofuPilot" in status.hint
+        assert status.hint.endswith("then run 'station upload --retry-parked'")
         emulator.link("T1")
         assert outbox.upload(run_dir).state == PARKED
         assert outbox.upload(run_dir, retry_parked=True).state == UPLOADED
@@ -281,10 +293,9 @@ def test_an_unknown_procedure_parks_with_the_create_or_fix_hint(station, emulato
     with station.outbox() as outbox:
         status = outbox.upload(run_dir)
         assert status.state == PARKED
-        assert (
-            "procedure NEW1 does not exist in TofuPilot" in status.hint
-            and "create it or fix procedures.NEW1 in station.yaml" in status.hint
-        )
+        # A station key sees only its linked procedures: unknown and unlinked look alike.
+        assert "procedure 'NEW1' is not linked to station 'Demo bench'" in status.hint
+        assert "set `tofupilot_name:` or `tofupilot_id:` under procedures.NEW1" in status.hint
         emulator.link("NEW1")
         (status,) = outbox.drain(retry_parked=True)
     assert status.state == UPLOADED and len(emulator.runs) == 1
@@ -292,7 +303,7 @@ def test_an_unknown_procedure_parks_with_the_create_or_fix_hint(station, emulato
 
 def test_a_rejected_body_parks_with_the_servers_issues(station, emulator):
     run_dir = station.record()
-    emulator.faults.plan(["422"])
+    emulator.faults.plan(["422"], match="POST /api/v2/runs$")
     with station.outbox() as outbox:
         status = outbox.upload(run_dir)
     assert status.state == PARKED
@@ -487,20 +498,23 @@ def test_a_damaged_state_file_parks_instead_of_guessing(station, emulator):
     assert emulator.requests == []
 
 
-def test_a_journal_just_created_and_not_claimed_yet_is_not_recovered(station, emulator):
-    """The instant between the journal creating a run directory and `station run` claiming it:
-    a fresh journal with no lock file is a run starting, not a dead one."""
+def test_a_journal_whose_lock_is_held_is_busy_and_one_whose_lock_is_free_is_interrupted(
+    station, emulator
+):
+    """The journal locks its directory before its first write, so the lock alone tells a run
+    going on from a dead one, however young its journal (no clock involved)."""
     run_dir = station.record()
     (run_dir / "run.json").unlink()
+    other = station.outbox()
+    assert other.claim(run_dir)  # the run's own process, still going on
     with station.outbox(clock=time.time) as outbox:
         assert outbox.recover_interrupted() == []
         assert outbox.status(run_dir).state == BUSY
         assert [s.state for s in outbox.drain()] == [BUSY]
         assert outbox.upload(run_dir).state == BUSY
         assert not (run_dir / "run.json").exists() and emulator.requests == []
-        (run_dir / "upload.lock").touch()  # opened by its process, not locked yet
-        assert outbox.recover_interrupted() == []
-        (run_dir / "upload.lock").write_text("4242\n")  # claimed by its process, which died
+        other.close()  # its process died: the lock is free, the journal a second old
+        assert outbox.status(run_dir).state == INTERRUPTED
         assert [d for d, _ in outbox.recover_interrupted()] == [run_dir]
         assert outbox.upload(run_dir).state == UPLOADED
 
@@ -742,6 +756,7 @@ def test_upload_json_unwritable_after_the_server_created_the_run_never_crashes(s
 
 def test_a_claim_that_cannot_be_taken_is_not_busy_in_another_process(station, emulator):
     run_dir = station.record(source=PLAIN_PROC)
+    (run_dir / "upload.lock").unlink()
     (run_dir / "upload.lock").mkdir()  # the lock file cannot be opened for writing
     with station.outbox() as outbox:
         status = outbox.upload(run_dir)

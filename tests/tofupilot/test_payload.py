@@ -15,6 +15,7 @@ from station.storage.journal import read_record
 from station.tofupilot.payload import MAX_METADATA_KEYS, build_run_body
 
 Z_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+T1_ID = "6f871b13-43a6-4c88-87c7-9fad606c1a58"  # TofuPilot's id of procedure T1 (resolved)
 
 
 @pytest.fixture
@@ -23,7 +24,7 @@ def body_of(run_validator, same_verdicts):
     emulator's fast validator agrees on it and on a sample of mutations of it."""
 
     def build(record: RunRecord, ref: str = "station-1_0001") -> dict:
-        body = build_run_body(record, client_run_ref=ref)
+        body = build_run_body(record, client_run_ref=ref, procedure_id=T1_ID)
         errors = [f"{list(e.absolute_path)}: {e.message}" for e in run_validator.iter_errors(body)]
         assert not errors, errors
         same_verdicts(body, limit=60)
@@ -64,7 +65,7 @@ def test_pass_run_maps_identity_phases_and_validators(bench, body_of):
     body = body_of(record, "ref-1")
     assert {k: body[k] for k in body if k not in ("phases", "logs", "started_at", "ended_at")} == {
         "outcome": "PASS",
-        "procedure_id": "T1",
+        "procedure_id": T1_ID,  # TofuPilot's id; the record keeps its key, T1
         "serial_number": "SN-1",
         "part_number": "PCBA-01",
         "revision_number": "C",
@@ -275,7 +276,7 @@ def test_round_trip_through_run_json_gives_the_same_body(bench, body_of):
 """,
         journal=True,
     )
-    (run_dir,) = (bench.root / "runs").iterdir()
+    (run_dir,) = (bench.root / "runs").glob("[!.]*")
     text = (run_dir / "run.json").read_text()
     # Stored as an explicit fact, read back as the number it was.
     assert '{"$non_finite":"NaN"}' in text and '{"$non_finite":"Infinity"}' in text
@@ -382,7 +383,9 @@ def test_client_run_ref_is_required(bench):
             pass
     """)
     with pytest.raises(ValueError, match="client_run_ref"):
-        build_run_body(record, client_run_ref="")
+        build_run_body(record, client_run_ref="", procedure_id=T1_ID)
+    with pytest.raises(ValueError, match="procedure_id"):
+        build_run_body(record, client_run_ref="x", procedure_id="")
 
 
 # -- a body is bounded whatever the record holds ------------------------------------------------

@@ -18,6 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 WRONG_KEY = "tp_station_wrong_key_0123456789"
+CREATE = r"^POST /api/v2/runs$"  # faults meant for run creation (not procedure resolution)
 
 
 class Site:
@@ -55,7 +56,9 @@ class Site:
 
     def run_dirs(self) -> list[Path]:
         runs = self.root / "runs"
-        return sorted(d for d in runs.iterdir() if d.is_dir()) if runs.is_dir() else []
+        if not runs.is_dir():
+            return []  # dot directories are the station's own (.tofupilot: resolved ids)
+        return sorted(d for d in runs.iterdir() if d.is_dir() and not d.name.startswith("."))
 
     def upload_state(self, run_dir: Path) -> dict:
         return json.loads((run_dir / "upload.json").read_text())
@@ -101,7 +104,9 @@ def test_run_uploads_exactly_one_valid_run_and_shows_its_id(site, emulator, run_
     (stored,) = emulator.runs.values()
     assert stored.id == run_id
     assert list(run_validator.iter_errors(stored.body)) == []  # the emulator checked it too
-    assert stored.body["procedure_id"] == "FVT1" and stored.body["serial_number"] == "SN-0001"
+    # TofuPilot's id of FVT1, resolved by name among the station's linked procedures.
+    assert stored.body["procedure_id"] == emulator.procedure_id("FVT1")
+    assert stored.body["serial_number"] == "SN-0001"
     site.assert_each_run_once(1)
 
     listing = site.station("runs")
@@ -125,7 +130,7 @@ def test_server_down_during_run_queues_then_station_upload_sends_it(site, emulat
     assert "queued (cannot reach the server; next retry" in listing.stdout
 
     down = site.station("upload")
-    assert down.returncode == 1 and re.search(r"^queued\s", down.stdout, re.M)
+    assert down.returncode == 5 and re.search(r"^queued\s", down.stdout, re.M)  # retried later
     emulator.start()
     result = site.station("upload")
     assert result.returncode == 0, result.stdout
@@ -134,7 +139,7 @@ def test_server_down_during_run_queues_then_station_upload_sends_it(site, emulat
 
 
 def test_a_server_error_then_ok_uploads_during_the_run(site, emulator):
-    emulator.faults.plan(["500", "ok"])
+    emulator.faults.plan(["500", "ok"], match=CREATE)
     result = site.run()
     assert uploaded_id(result.stdout) in emulator.runs
     assert len(emulator.requests_to("POST", "/api/v2/runs")) == 2
@@ -142,10 +147,11 @@ def test_a_server_error_then_ok_uploads_during_the_run(site, emulator):
 
 
 def test_429_retry_after_is_waited_for_within_the_budget(site, emulator):
-    emulator.faults.plan(["429:1"])
+    emulator.faults.plan(["429:1"], match=CREATE)
     result = site.run()
     assert uploaded_id(result.stdout) in emulator.runs
-    emulator.faults.plan(["429:60"])  # too long for the operator: queued with its next retry
+    # Too long for the operator: queued with its next retry.
+    emulator.faults.plan(["429:60"], match=CREATE)
     result = site.run("SN-0002")
     assert "queued for upload (rate limited by the server (429))" in result.stdout
     (later,) = [d for d in site.run_dirs() if "SN-0002" in d.name]
@@ -153,13 +159,13 @@ def test_429_retry_after_is_waited_for_within_the_budget(site, emulator):
     wait = time.mktime(time.strptime(saved["next_retry_at"], "%Y-%m-%dT%H:%M:%SZ")) - time.mktime(
         time.strptime(saved["last_attempt_at"], "%Y-%m-%dT%H:%M:%SZ")
     )
-    assert 59 <= wait <= 61
+    assert 59 <= wait <= 60 + 30 + 1  # Retry-After, never sooner, plus up to half of it
     assert site.station("upload").returncode == 0
     site.assert_each_run_once(2)
 
 
 def test_a_hung_server_does_not_hold_the_operator(site, emulator):
-    emulator.faults.plan(["hang:120"])
+    emulator.faults.plan(["hang:120"], match=CREATE)
     started = time.monotonic()
     result = site.run()
     elapsed = time.monotonic() - started
@@ -173,7 +179,7 @@ def test_a_hung_server_does_not_hold_the_operator(site, emulator):
 
 
 def test_a_response_lost_after_store_is_not_a_duplicate(site, emulator):
-    emulator.faults.plan(["drop_after_store"])
+    emulator.faults.plan(["drop_after_store"], match=CREATE)
     result = site.run()
     assert uploaded_id(result.stdout) in emulator.runs
     assert len(emulator.requests_to("POST", "/api/v2/runs")) == 2
@@ -187,7 +193,7 @@ def test_a_refused_key_parks_with_a_hint_until_retried(site, emulator):
     assert "not uploaded (parked): the API key in $TOFUPILOT_API_KEY was refused" in result.stdout
     site.key = emulator.station_key
     parked = site.station("upload")
-    assert parked.returncode == 1 and re.search(r"^parked\s.*was refused", parked.stdout, re.M)
+    assert parked.returncode == 6 and re.search(r"^parked\s.*was refused", parked.stdout, re.M)
     assert emulator.runs == {}
     assert site.station("upload", "--retry-parked").returncode == 0
     site.assert_each_run_once(1)
@@ -196,11 +202,12 @@ def test_a_refused_key_parks_with_a_hint_until_retried(site, emulator):
 def test_an_unlinked_procedure_parks_with_the_link_hint(site, emulator):
     emulator.unlink("FVT1")
     result = site.run()
-    assert "link procedure FVT1 to station Demo bench in TofuPilot" in result.stdout
+    linked = "procedure 'FVT1' is not linked to station 'Demo bench' in TofuPilot (available: T1 ("
+    assert linked in result.stdout and "tofupilot_id:` under procedures.FVT1" in result.stdout
     runs = site.station("runs")
-    assert "parked: link procedure FVT1" in runs.stdout
+    assert "parked: procedure 'FVT1' is not linked" in runs.stdout
     emulator.link("FVT1")
-    assert site.station("upload").returncode == 1  # parked runs wait to be asked for
+    assert site.station("upload").returncode == 6  # parked runs wait to be asked for
     assert site.station("upload", "--retry-parked").returncode == 0
     site.assert_each_run_once(1)
 
@@ -210,10 +217,9 @@ def test_an_unknown_procedure_parks_with_the_create_or_fix_hint(site, emulator):
     config.write_text(config.read_text().replace("  FVT1:", "  FVT9:"))
     result = site.station("run", "FVT9", "--sim", "--serial", "SN-0001")
     assert result.returncode == 0, result.stderr
-    assert (
-        "procedure FVT9 does not exist in TofuPilot" in result.stdout
-        and "create it or fix procedures.FVT9 in station.yaml" in result.stdout
-    )
+    # A station key sees only its linked procedures: unknown and unlinked look alike.
+    assert "procedure 'FVT9' is not linked to station 'Demo bench'" in result.stdout
+    assert "set `tofupilot_name:` or `tofupilot_id:` under procedures.FVT9" in result.stdout
     emulator.link("FVT9")
     assert site.station("upload", "--retry-parked").returncode == 0
     site.assert_each_run_once(1)
@@ -228,7 +234,7 @@ def test_no_key_records_the_run_and_says_how_to_upload(site, emulator):
         in result.stdout
     )
     later = site.station("upload")
-    assert later.returncode == 1 and "$TOFUPILOT_API_KEY is not set" in later.stdout
+    assert later.returncode == 6 and "$TOFUPILOT_API_KEY is not set" in later.stdout
     assert emulator.requests == []
     site.key = emulator.station_key
     assert site.station("upload").returncode == 0
@@ -239,7 +245,7 @@ def test_no_upload_flag_and_the_exit_code_never_depend_on_the_upload(site, emula
     result = site.run("SN-0001", "--no-upload")
     assert result.returncode == 0 and "upload" not in result.stdout
     assert emulator.requests == []
-    emulator.faults.plan(["500"] * 10)
+    emulator.faults.plan(["500"] * 10, match=CREATE)
     failing = site.station("run", "FVT1", "--sim", "--serial", "SN-0002", "--sim-fault", "low_rail")
     assert failing.returncode == 1, failing.stdout + failing.stderr  # FAIL, whatever the upload
     assert "queued for upload (server error 500" in failing.stdout
@@ -318,16 +324,21 @@ def test_runs_lists_newest_first_with_a_limit(site, emulator):
 
 
 def test_check_reports_the_station_key_and_linked_procedures(site, emulator):
+    emulator.link("FVT2")  # the example station's second procedure
     result = site.station("check", "--sim")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "tofupilot: " + emulator.url + ": station key for 'Demo bench'" in result.stdout
-    assert "tofupilot: procedure FVT1 is linked to 'Demo bench'" in result.stdout
+    fvt1 = emulator.procedure_id("FVT1")
+    assert (
+        f"tofupilot: procedure FVT1: 'FVT1' is linked to station 'Demo bench' with id {fvt1}; "
+        f"pin it in station.yaml under procedures.FVT1:\n    tofupilot_id: {fvt1}\n"
+    ) in result.stdout
 
     emulator.unlink("FVT1")
     result = site.station("check", "--sim")
     assert result.returncode == 3
-    assert "procedure FVT1 is NOT linked to station 'Demo bench'" in result.stdout
-    assert "link procedure FVT1 to station Demo bench in TofuPilot" in result.stdout
+    assert "procedure FVT1: NOT usable: procedure 'FVT1' is not linked to station" in result.stdout
+    assert "link it to station 'Demo bench' in TofuPilot" in result.stdout
 
     site.key = WRONG_KEY
     result = site.station("check", "--sim")
