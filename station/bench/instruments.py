@@ -579,6 +579,13 @@ class InstrumentSet(Mapping[str, Any]):
         except Exception as exc:
             raise _wrapped(item.name, item.resource, "safe_state()", exc) from exc
 
+    def offers_attachments(self) -> bool:
+        """Whether any open instrument offers files to the run (`run_attachments`)."""
+        return any(
+            callable(getattr(item.target, "run_attachments", None))
+            for item in self._opened.values()
+        )
+
     def collect_attachments(self, directory: Path) -> list[tuple[Path, str]]:
         """Files the instruments offer to the run that is ending (`run_attachments()` returning
         {name: text or bytes}, e.g. a console's transcript), written into `directory`; as

@@ -389,6 +389,8 @@ class Runner:
     def _attach_instrument_files(self, bench: InstrumentSet) -> None:
         """What the instruments offer to the run (a console's transcript), attached at its end
         on every exit path; a failure is logged, never the run's outcome."""
+        if not bench.offers_attachments():
+            return
         with tempfile.TemporaryDirectory(prefix="station-instruments-") as scratch:
             for path, name in bench.collect_attachments(Path(scratch)):
                 try:

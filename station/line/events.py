@@ -192,7 +192,10 @@ class EventBus:
             subscription.put(event)
 
     def emit(self, type_: str, run_id: str | None = None, **fields: Any) -> None:
-        """`publish(make_event(type_, run_id, **fields))`."""
+        """`publish(make_event(type_, run_id, **fields))`; nothing is built when nobody
+        listens (a loop without --events or a page)."""
+        if not self._sinks and not self._subscriptions:
+            return
         self.publish(make_event(type_, run_id, **fields))
 
     def subscribe(self, maxsize: int | None = None) -> Subscription:
