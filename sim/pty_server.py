@@ -20,39 +20,42 @@ import threading
 import time
 import tty
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 from sim.server import WireFaults
 
 _IDLE_S = 0.01  # a pause this long ends a command whose length is not fixed
 
 
-class PtyServer:
-    """Serve a stream twin (`split()` + `handle()`) on a new pty."""
+class PtyEndpoint:
+    """A new pty in raw mode, its slave held open, served by a thread running `_serve()`.
 
-    def __init__(self, twin: Any) -> None:
-        self.twin = twin
-        self.faults = WireFaults()
+    The device (`resource`, e.g. /dev/pts/3) is what a serial driver opens. Subclasses speak
+    the protocol: `PtyServer` a live twin, `sim.replay.ReplayPtyServer` a recording.
+    """
+
+    THREAD_PREFIX = "pty"
+
+    def __init__(self) -> None:
         self.path = ""
         self._master = -1
         self._slave = -1
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._silent_until = 0.0
-        # Called with every command the twin receives (`station sim --trace`), in its thread.
-        self.on_message: Callable[[str], None] | None = None
 
     @property
     def resource(self) -> str:
         """The device path a serial driver opens, e.g. /dev/pts/3."""
         return self.path
 
-    def start(self) -> PtyServer:
+    def start(self) -> Self:
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)
         self.path = os.ttyname(self._slave)
         self._thread = threading.Thread(
-            target=self._serve, name=f"twin-{os.path.basename(self.path)}", daemon=True
+            target=self._serve,
+            name=f"{self.THREAD_PREFIX}-{os.path.basename(self.path)}",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -66,11 +69,28 @@ class PtyServer:
                 os.close(fd)
         self._master = self._slave = -1
 
-    def __enter__(self) -> PtyServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    def _serve(self) -> None:
+        raise NotImplementedError  # each endpoint speaks its own protocol
+
+
+class PtyServer(PtyEndpoint):
+    """Serve a stream twin (`split()` + `handle()`) on a new pty."""
+
+    THREAD_PREFIX = "twin"
+
+    def __init__(self, twin: Any) -> None:
+        super().__init__()
+        self.twin = twin
+        self.faults = WireFaults()
+        self._silent_until = 0.0
+        # Called with every command the twin receives (`station sim --trace`), in its thread.
+        self.on_message: Callable[[str], None] | None = None
 
     def _serve(self) -> None:
         buffer = b""

@@ -40,13 +40,13 @@ import select
 import socket
 import threading
 import time
-import tty
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sim.pty_server import PtyEndpoint
 from sim.server import LoopbackServer
 
 __all__ = [
@@ -486,38 +486,14 @@ class ReplayServer(LoopbackServer):
             client.close()
 
 
-class ReplayPtyServer:
+class ReplayPtyServer(PtyEndpoint):
     """A replay twin on a new pty (raw mode), reached as `/dev/pts/N` through pyserial."""
 
+    THREAD_PREFIX = "replay"
+
     def __init__(self, twin: ReplayTwin) -> None:
+        super().__init__()
         self.twin = twin
-        self.path = ""
-        self._master = self._slave = -1
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def resource(self) -> str:
-        return self.path
-
-    def start(self) -> ReplayPtyServer:
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._slave)
-        self.path = os.ttyname(self._slave)
-        self._thread = threading.Thread(
-            target=self._serve, name=f"replay-{os.path.basename(self.path)}", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout=1.0)
-        for fd in (self._master, self._slave):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._master = self._slave = -1
 
     def _serve(self) -> None:
         twin = self.twin
