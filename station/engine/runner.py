@@ -215,7 +215,7 @@ class Runner:
             finally:
                 self.log.removeHandler(self._capture)
                 if self._worker is not None:
-                    self._worker.close()
+                    self._worker.release()
             self._finish()
         finally:
             self._restore_signal_handlers(previous_handlers)
@@ -302,7 +302,7 @@ class Runner:
         phase_deadline = time.monotonic() + timeout_s if timeout_s is not None else None
 
         if self._worker is None or self._worker.retired:
-            self._worker = PhaseWorker()
+            self._worker = PhaseWorker.take()
         logs = self._capture.begin_phase(self._worker.thread_ident)
         prompts = self._phase_prompts = []
         job = self._worker.submit(_call_phase(ph, self._injectables, measurements), kwargs, token)

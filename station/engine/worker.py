@@ -15,15 +15,17 @@ first, so that a phase that can exit cleanly does:
    loops. It is never injected earlier: an exception landing inside a library that holds a lock
    (pyvisa-py closing a session, `logging`) can deadlock the teardown that follows.
 
-A worker that has been stopped is retired, whether or not its thread let go in time: the next
-phase gets a fresh worker, so a thread stuck in a C call, or a phase that swallows every
-exception, can never delay the run or teardown. Such a thread is abandoned (it is a daemon) and
-can no longer reach an instrument.
+Between runs the worker waits for the next run of the process (`take`, `release`: the production
+loop's units would otherwise start a thread each). A worker that has been stopped is retired,
+whether or not its thread let go in time: the next phase gets a fresh worker, so a thread stuck
+in a C call, or a phase that swallows every exception, can never delay the run or teardown. Such
+a thread is abandoned (it is a daemon) and can no longer reach an instrument.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from collections.abc import Callable
 from queue import SimpleQueue
@@ -73,6 +75,27 @@ class PhaseWorker:
         self._retired = False
         self._thread = PhaseThread(target=self._loop, name="station-phase", daemon=True)
         self._thread.start()
+
+    @classmethod
+    def take(cls) -> PhaseWorker:
+        """The worker an earlier run of this process released, or a new one."""
+        global _spare
+        with _spare_lock:
+            worker, _spare = _spare, None
+        if worker is not None and not worker.retired and worker._thread.is_alive():
+            return worker
+        return cls()
+
+    def release(self) -> None:
+        """The run is over: keep this worker for the next run (one is kept), or close it."""
+        global _spare
+        if self._retired:
+            return
+        with _spare_lock:
+            if _spare is None:
+                _spare = self
+                return
+        self.close()
 
     @property
     def thread_ident(self) -> int | None:
@@ -135,6 +158,20 @@ class PhaseWorker:
         return job.done.wait(grace_s)
 
     def close(self) -> None:
-        """Let the thread end after its current job (used at the end of a run)."""
+        """Let the thread end after its current job."""
         self._retired = True
         self._jobs.put(None)
+
+
+_spare: PhaseWorker | None = None  # the idle worker kept for the next run (see `take`)
+_spare_lock = threading.Lock()
+
+
+def _forget_spare() -> None:
+    """A forked child does not have the spare's thread."""
+    global _spare, _spare_lock
+    _spare, _spare_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_spare)

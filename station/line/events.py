@@ -194,7 +194,7 @@ class EventBus:
     def emit(self, type_: str, run_id: str | None = None, **fields: Any) -> None:
         """`publish(make_event(type_, run_id, **fields))`; nothing is built when nobody
         listens (a loop without --events or a page)."""
-        if not self._sinks and not self._subscriptions:
+        if not self.listening:
             return
         self.publish(make_event(type_, run_id, **fields))
 
@@ -217,6 +217,11 @@ class EventBus:
     def remove_sink(self, sink: Callable[[Event], None]) -> None:
         with self._lock, contextlib.suppress(ValueError):
             self._sinks.remove(sink)
+
+    @property
+    def listening(self) -> bool:
+        """Whether anyone would receive an event: callers skip building one when nobody would."""
+        return bool(self._sinks or self._subscriptions)
 
     @property
     def subscribers(self) -> int:
@@ -304,6 +309,8 @@ class EventListener(RunListener):
         )
 
     def phase_ended(self, record: PhaseRecord) -> None:
+        if not self._bus.listening:  # the displays below are the costly part of an event
+            return
         for m in record.measurements:
             self._bus.emit(
                 "measurement",
@@ -343,6 +350,8 @@ class EventListener(RunListener):
         )
 
     def run_ended(self, record: RunRecord) -> None:
+        if not self._bus.listening:
+            return
         ended = record.ended_at or record.started_at
         run_dir = self._run_dir() if self._run_dir is not None else None
         self._bus.emit(

@@ -5,8 +5,10 @@
   nothing that finished) and fsynced at every phase end by a group-commit thread (`syncer`): a
   power cut loses the phase that was running and the phases that ended in the last fsync
   interval (20 ms) plus one fsync;
-- `run.json`: the final RunRecord, written atomically (temp file, fsync, rename): it is either
-  absent or complete, never half-written;
+- `run.json`: the final RunRecord, written atomically (temp file, fsync, rename, fsync of the
+  directory): it is either absent or complete, never half-written. It is what makes the end of
+  a run durable, so the journal's last events are not fsynced too: a power cut before run.json
+  is on disk leaves an interrupted run (recovered from the journal), never a lost one;
 - `attachments/`: copies of attached files;
 - `upload.lock`: the directory's lock (`runlock`), taken after the directory is created and
   before the journal's first write, held by the process recording the run (then by the one
@@ -227,11 +229,11 @@ class Journal(RunListener):
             return
         try:
             payload = record.to_json(exclude={"phases", "logs"})
-            self._write("run_ended", "run", payload, "the end of the run", sync=True)
+            self._write("run_ended", "run", payload, "the end of the run")
         except OSError:
             pass  # pending: said below, with what it means for the record
         finally:
-            self._close()
+            self._stop_syncing()
         faultpoints.reached("record_write_journaled")
         try:
             if not self._marked:  # the run must not be left out of the outbox
@@ -239,6 +241,7 @@ class Journal(RunListener):
                     self._mark_pending(self.run_dir)
             self._write_record(self.run_dir, record)
         finally:
+            self._close_journal()
             self._unlock()
 
     def _mark_pending(self, run_dir: Path) -> None:
@@ -309,21 +312,35 @@ class Journal(RunListener):
         )
         return True
 
-    def _close(self) -> None:
+    def _stop_syncing(self) -> None:
+        """The run is over: stop the group commit without a last fsync, and give back the reserve
+        (run.json may need the room). run.json is fsynced whole before the run is reported, so
+        the journal's tail need not be: should run.json fail, `_sync_journal` makes it durable."""
         syncer, self._syncer = self._syncer, None
         try:
             if syncer is not None:
-                syncer.close()  # every event on disk before run.json says the run is over
+                syncer.close(sync=False)
         except OSError as exc:
             self._sync_error = _reason(exc)
         finally:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
-            if self._reserve is not None:  # run.json may need the room
+            if self._reserve is not None:
                 with contextlib.suppress(OSError):
                     self._reserve.unlink()
                 self._reserve = None
+
+    def _sync_journal(self) -> None:
+        """fsync the journal now (run.json could not be written: the journal is the record)."""
+        if self._fd is None or self._sync_error:
+            return
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            self._sync_error = _reason(exc)
+
+    def _close_journal(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
     def _write_record(self, run_dir: Path, record: RunRecord) -> None:
         """run.json, written whole; re-creates the run directory if it vanished mid-run."""
@@ -349,6 +366,7 @@ class Journal(RunListener):
         try:
             write_atomic(run_dir / RUN_JSON, data)
         except OSError as exc:
+            self._sync_journal()
             if self._pending or self._sync_error:
                 lacks = (
                     f"lacks {len(self._pending)} event(s), from {self._pending[0][1]} on"
