@@ -27,6 +27,7 @@ from station.storage.journal import (
     read_record,
     recover,
 )
+from station.storage.reserve import Reserve
 
 PROCEDURE = """
     from station import phase, measure
@@ -178,22 +179,23 @@ def test_an_operator_name_with_a_line_separator_is_recovered(bench):
 
 
 class FullDisk:
-    """os.write fails with ENOSPC for the journal until space is freed (the reserve is removed
-    or `free()` is called)."""
+    """os.write fails with ENOSPC for the journal until the reserve is given back (its space is
+    then free). tests/chaos/test_disk_trouble.py fills a real (tmpfs) disk."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.full = False
         self.real_write = journal_module.os.write
         self.monkeypatch = monkeypatch
         monkeypatch.setattr(journal_module.os, "write", self.write)
-        real_unlink = Path.unlink
+        real_give_back = Reserve.give_back
 
-        def unlink(path: Path, missing_ok: bool = False) -> None:
-            if path.name == journal_module.RESERVE:
+        def give_back(reserve: Reserve) -> bool:
+            given = real_give_back(reserve)
+            if given:
                 self.full = False  # the reserve's space is free again
-            real_unlink(path, missing_ok=missing_ok)
+            return given
 
-        monkeypatch.setattr(Path, "unlink", unlink)
+        monkeypatch.setattr(Reserve, "give_back", give_back)
 
     def write(self, fd: int, data: bytes) -> int:
         if self.full:

@@ -115,8 +115,9 @@ def run(settings: Settings) -> CaseResult:
             )
         )
     result.notes.append(
-        "each unit in the loop gets its own run directory, fsynced journal, atomic run.json and "
-        "pending-upload marker; OpenHTF writes one JSON file per run without fsync"
+        "each unit in the loop gets its own run directory, journal, pending-upload marker and "
+        "atomic run.json: three fsyncs on the runner's thread; OpenHTF writes one JSON file per "
+        "run without fsync"
     )
     return result
 

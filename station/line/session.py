@@ -48,6 +48,7 @@ from station.line.prompts import check_prompts
 from station.records.listener import RunListener
 from station.records.model import RunRecord, utc_now
 from station.storage.journal import Journal
+from station.storage.reserve import Reserve
 from station.testing import faultpoints
 from station.tofupilot.history import unit_route
 from station.tofupilot.outbox import Outbox, RunStatus
@@ -463,6 +464,8 @@ class Line:
         self.counters = Counters()
         self._recent: deque[UnitResult] = deque(maxlen=RECENT_UNITS)
         self._by_dir: dict[Path, UnitResult] = {}
+        # Disk space set aside for every unit's journal, kept from unit to unit (storage.reserve).
+        self._reserve = Reserve(config.data_path)
 
     # -- what a screen shows --------------------------------------------------------------------
 
@@ -614,6 +617,7 @@ class Line:
             self._uploader.close(CLOSE_UPLOADS_S)
         if self._own_outbox:
             self._outbox.close()
+        self._reserve.give_back()
         return problems
 
     def __enter__(self) -> Line:
@@ -723,10 +727,10 @@ class Line:
         )
         # With the uploader the journal holds the run's lock until run.json is written (the
         # uploader takes it to upload); else the line's outbox keeps it until the upload.
-        journal = (
-            Journal(self.config.data_path)
-            if self._uploader is not None
-            else Journal(self.config.data_path, claim=self._outbox.claim)
+        journal = Journal(
+            self.config.data_path,
+            claim=None if self._uploader is not None else self._outbox.claim,
+            reserve=self._reserve,
         )
         before_journal, after_journal = faultpoints.listeners()  # empty unless a test armed one
         events = EventListener(

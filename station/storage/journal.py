@@ -13,10 +13,10 @@
 - `upload.lock`: the directory's lock (`runlock`), taken after the directory is created and
   before the journal's first write, held by the process recording the run (then by the one
   uploading it); a journal without run.json whose lock nobody holds is an interrupted run;
-- `.reserve`: disk space set aside while the run goes on (`RESERVE_BYTES`, less on a nearly full
-  disk). When the disk fills up mid-run, the reserve is given back and the rest of the run's
-  events are written in its place, so a full disk does not cost the run the phases that follow.
-  Removed at the end of the run (and by recovery).
+- `.reserve`: left by earlier versions, which set disk space aside in the run directory;
+  recovery removes it. The reserve is now a file with no name (`storage.reserve`): when the disk
+  fills up mid-run it is given back and the rest of the run's events are written in its place,
+  so a full disk does not cost the run the phases that follow.
 
 Every run is also marked in the data directory's pending index (`pending`) before its journal is
 written, until the outbox has uploaded it. A directory with a journal and no run.json whose lock
@@ -56,6 +56,7 @@ from station.records.model import (
 )
 from station.records.outcomes import Outcome, PhaseOutcome
 from station.storage.pending import PendingIndex
+from station.storage.reserve import Reserve
 from station.storage.runlock import LOCK_FILE, LOCK_WAIT_S, lock_for_run
 from station.storage.syncer import Syncer
 from station.testing import faultpoints
@@ -64,7 +65,6 @@ __all__ = [
     "ATTACHMENTS",
     "JOURNAL",
     "RESERVE",
-    "RESERVE_BYTES",
     "RUN_JSON",
     "Journal",
     "JournalError",
@@ -79,8 +79,7 @@ __all__ = [
 JOURNAL = "journal.jsonl"
 RUN_JSON = "run.json"
 ATTACHMENTS = "attachments"
-RESERVE = ".reserve"
-RESERVE_BYTES = 1 << 20  # at most; never more than a quarter of the free space
+RESERVE = ".reserve"  # earlier versions' reserve in the run directory
 _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 _PAYLOAD_KEY = {
     "run_started": "run",
@@ -161,12 +160,21 @@ class Journal(RunListener):
     nothing was lost (the reserve was used); `failures` (the runner's) what was.
     """
 
-    def __init__(self, data_dir: Path, claim: Callable[[Path], bool] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        claim: Callable[[Path], bool] | None = None,
+        reserve: Reserve | None = None,
+    ) -> None:
         """`claim(run_dir)` takes the run directory's lock for whoever uploads the run (e.g.
         `Outbox.claim`, which keeps it until the upload is done); without it the journal
-        holds the lock itself until run.json is written."""
+        holds the lock itself until run.json is written. `reserve`: disk space shared with the
+        caller's other runs (the production loop's), set aside again at the start of a run if
+        an earlier one used it; without it the journal sets aside space of its own for the run."""
         super().__init__()
         self.data_dir = Path(data_dir)
+        self._own_reserve = reserve is None
+        self._reserve = reserve if reserve is not None else Reserve(self.data_dir)
         self.run_dir: Path | None = None
         self._claim = claim
         self._lock_fd: int | None = None  # the lock this journal holds itself (no `claim`)
@@ -175,7 +183,6 @@ class Journal(RunListener):
         self._syncer: Syncer | None = None
         self._size = 0  # bytes of whole events in the journal
         self._pending: list[tuple[bytes, str]] = []  # (event line, what it records)
-        self._reserve: Path | None = None
         self._sync_error: str | None = None
         self._attachments = 0
 
@@ -193,7 +200,7 @@ class Journal(RunListener):
         header = record.to_json(exclude={"phases", "logs", "attachments"})
         self._write("run_started", "run", header, "the start of the run", sync=True)
         _fsync_dir(self.data_dir)
-        self._reserve = _set_aside(self.run_dir / RESERVE)
+        self._reserve.ensure()
 
     def phase_started(self, name: str, attempt: int) -> None:
         payload = json.dumps({"name": name, "attempt": attempt})
@@ -300,12 +307,9 @@ class Journal(RunListener):
             self._size += len(data)
 
     def _give_back_reserve(self) -> bool:
-        """Delete the reserve so the run's events fit; False if there is none left."""
-        reserve, self._reserve = self._reserve, None
-        if reserve is None:
+        """Free the reserve so the run's events fit; False if there is none left."""
+        if not self._reserve.give_back():
             return False
-        with contextlib.suppress(OSError):
-            reserve.unlink()
         self.warnings.append(
             f"the disk of {self.data_dir} is full: the space set aside for this run was used to "
             "record it; free some space before the next run"
@@ -313,20 +317,15 @@ class Journal(RunListener):
         return True
 
     def _stop_syncing(self) -> None:
-        """The run is over: stop the group commit without a last fsync, and give back the reserve
-        (run.json may need the room). run.json is fsynced whole before the run is reported, so
-        the journal's tail need not be: should run.json fail, `_sync_journal` makes it durable."""
+        """The run is over: stop the group commit without a last fsync. run.json is fsynced
+        whole before the run is reported, so the journal's tail need not be: should run.json
+        fail, `_sync_journal` makes it durable."""
         syncer, self._syncer = self._syncer, None
         try:
             if syncer is not None:
                 syncer.close(sync=False)
         except OSError as exc:
             self._sync_error = _reason(exc)
-        finally:
-            if self._reserve is not None:
-                with contextlib.suppress(OSError):
-                    self._reserve.unlink()
-                self._reserve = None
 
     def _sync_journal(self) -> None:
         """fsync the journal now (run.json could not be written: the journal is the record)."""
@@ -341,6 +340,17 @@ class Journal(RunListener):
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
+        if self._own_reserve:
+            self._reserve.give_back()
+
+    def _write_run_json(self, run_dir: Path, data: bytes) -> None:
+        """write_atomic, with the reserve given back to make room if the disk is full."""
+        try:
+            write_atomic(run_dir / RUN_JSON, data)
+        except OSError as exc:
+            if exc.errno not in _DISK_FULL or not self._give_back_reserve():
+                raise
+            write_atomic(run_dir / RUN_JSON, data)
 
     def _write_record(self, run_dir: Path, record: RunRecord) -> None:
         """run.json, written whole; re-creates the run directory if it vanished mid-run."""
@@ -348,7 +358,7 @@ class Journal(RunListener):
         if not run_dir.is_dir():
             try:
                 run_dir.mkdir(parents=True)
-                write_atomic(run_dir / RUN_JSON, data)
+                self._write_run_json(run_dir, data)
             except OSError as exc:
                 raise JournalError(
                     f"the run directory {run_dir} was removed during the run and cannot be "
@@ -364,7 +374,7 @@ class Journal(RunListener):
                 f"and holds this run's record (run.json); {lost}"
             )
         try:
-            write_atomic(run_dir / RUN_JSON, data)
+            self._write_run_json(run_dir, data)
         except OSError as exc:
             self._sync_journal()
             if self._pending or self._sync_error:
@@ -401,30 +411,6 @@ def _append(fd: int, data: bytes, size: int) -> None:
         with contextlib.suppress(OSError):
             os.ftruncate(fd, size)
         raise
-
-
-def _set_aside(path: Path) -> Path | None:
-    """Reserve up to RESERVE_BYTES (a quarter of the free space at most) in `path`."""
-    try:
-        stats = os.statvfs(path.parent)
-        size = min(RESERVE_BYTES, stats.f_bavail * stats.f_frsize // 4)
-        if size < 4096:
-            return None
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
-        return None
-    try:
-        try:
-            os.posix_fallocate(fd, 0, size)
-        except (AttributeError, OSError):  # not supported here: write it out
-            os.ftruncate(fd, 0)
-            os.write(fd, b"\0" * size)
-    except OSError:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-        return None
-    os.close(fd)
-    return path
 
 
 def read_record(run_dir: Path) -> RunRecord:

@@ -22,6 +22,8 @@ cannot be created).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -39,6 +41,7 @@ from reporting_fixtures import emulator_fixture, record_runs  # noqa: F401 - fix
 
 from sim.tofupilot import TofuPilotEmulator
 from station.storage.journal import RUN_JSON, check_writable, read_record, recover, write_atomic
+from station.storage.reserve import RESERVE_BYTES, Reserve
 
 # Phase 1 passes; phase 2 fills the disk the runs are recorded on; phase 3 still measures and logs;
 # the teardown leaves a mark outside that disk, to prove it ran.
@@ -267,3 +270,106 @@ def test_upload_from_a_read_only_data_directory_says_so_and_exits_non_zero(
         listing.assert_no_traceback()
         assert "another process" not in listing.out, listing.out
         assert emulator.requests == []
+
+
+# ------------------------------------------------------------------------------------------------
+# The reserve itself: space held by a file with no name, freed by giving it back or by dying
+
+
+def free_bytes(directory: Path) -> int:
+    stats = os.statvfs(directory)
+    return stats.f_bavail * stats.f_frsize
+
+
+def test_the_reserve_holds_space_without_a_name_until_given_back(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "disk", "8m") as mount:
+        before = free_bytes(mount)
+        reserve = Reserve(mount)
+        reserve.ensure()
+        assert reserve.held
+        assert before - free_bytes(mount) >= RESERVE_BYTES  # the space is taken...
+        assert os.listdir(mount) == []  # ...by no file anyone can see or must clean up
+        reserve.ensure()  # held already: nothing more is taken
+        assert before - free_bytes(mount) < 2 * RESERVE_BYTES
+        assert reserve.give_back() and not reserve.held
+        assert free_bytes(mount) == before
+        assert not reserve.give_back()
+
+
+def test_a_nearly_full_disk_gets_a_smaller_reserve_and_a_full_one_none(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "disk", "256k") as mount:
+        reserve = Reserve(mount)
+        reserve.ensure()  # a quarter of the free space at most
+        assert reserve.held and free_bytes(mount) >= 3 * (256 * 1024) // 4 - 8192
+        reserve.give_back()
+        fill(mount)
+        reserve.ensure()
+        assert not reserve.held
+
+
+def test_a_station_killed_while_holding_the_reserve_leaves_nothing_behind(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "disk", "8m") as mount:
+        before = free_bytes(mount)
+        holder = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys, time\n"
+                "from pathlib import Path\n"
+                "from station.storage.reserve import Reserve\n"
+                "r = Reserve(Path(sys.argv[1]))\n"
+                "r.ensure()\n"
+                "print(r.held, flush=True)\n"
+                "time.sleep(60)\n",
+                str(mount),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "True"
+            assert before - free_bytes(mount) >= RESERVE_BYTES
+        finally:
+            holder.kill()
+            holder.wait(10)
+        assert free_bytes(mount) == before
+        assert os.listdir(mount) == []
+
+
+def test_the_loop_sets_the_reserve_aside_once_not_per_unit(tmp_path: Path, monkeypatch) -> None:
+    from station.authoring.helpers import Dut
+    from station.config.model import load_config
+    from station.config.procedure_loader import load_procedure
+    from station.engine.runner import Runner
+    from station.storage.journal import Journal
+
+    allocations: list[int] = []
+    real_fallocate = os.posix_fallocate
+
+    def fallocate(fd: int, offset: int, length: int) -> None:
+        allocations.append(length)
+        real_fallocate(fd, offset, length)
+
+    monkeypatch.setattr(os, "posix_fallocate", fallocate)
+    (tmp_path / "proc_t.py").write_text(
+        "from station import phase\n\n@phase\ndef one():\n    pass\n", encoding="utf-8"
+    )
+    (tmp_path / "station.yaml").write_text(
+        "station: {name: Test bench}\ninstruments: {}\nprocedures:\n  T1:\n    module: proc_t.py\n",
+        encoding="utf-8",
+    )
+    procedure = load_procedure("T1", load_config(tmp_path / "station.yaml"))
+
+    def units(reserve: Reserve | None) -> None:
+        for n in range(3):
+            journal = Journal(tmp_path / "runs", reserve=reserve)
+            Runner(procedure, Dut(f"SN-{n}"), listeners=[journal], handle_signals=False).execute()
+            assert journal.failures == []
+
+    shared = Reserve(tmp_path / "runs")
+    units(shared)
+    assert len(allocations) == 1 and shared.held  # kept for the next unit
+    shared.give_back()
+    allocations.clear()
+    units(None)  # a journal of its own: one reserve per run, freed at its end
+    assert len(allocations) == 3
