@@ -96,4 +96,3 @@ def _nameless_file(directory: Path) -> int | None:
             os.unlink(path)
         return None
     return fd
-
