@@ -3,7 +3,7 @@
 A power cut keeps what was fsynced, and nothing else is promised. So the order of the fsyncs is
 what makes a run findable and whole after one:
 - the run's pending marker is durable before its journal holds a byte (a journal the outbox
-  cannot find would never be uploaded);
+  cannot find would never be uploaded), and the run directory's entry before the verdict;
 - run.json is fsynced, renamed into place and its directory fsynced before the run is reported:
   from then on the run is durable, and the journal's tail needs no fsync of its own (the loop's
   per-unit budget is mostly fsyncs);
@@ -124,12 +124,16 @@ def test_the_marker_is_durable_before_the_journal_and_run_json_before_the_verdic
 ):
     disk = DiskCalls(monkeypatch)
     _, record = run(bench, ONE_PHASE)
+    at_the_verdict = list(disk.calls)
     assert record.outcome == "PASS"
     run_dir = run_dir_of(bench)
     main = threading.main_thread().name
     marker_synced = disk.first("fsync", "/.pending", main)
     journal_written = disk.first("write", f"{run_dir.name}/{JOURNAL}")
     assert marker_synced < journal_written
+    # The run directory's own entry: synced on the fsync thread, finished before the verdict.
+    data_dir = str(run_dir.parent)
+    assert ("fsync", data_dir, "station-fsync") in at_the_verdict
     # run.json: the temp file fsynced, renamed into place, then its directory fsynced, all
     # before the runner returned the record.
     temp_synced = disk.first("fsync", ".tmp", main)
@@ -162,3 +166,32 @@ def test_when_run_json_cannot_be_written_the_journal_is_made_durable_instead(ben
     recovered = recover(run_dir)
     assert recovered.outcome == record.outcome == "PASS"
     assert [p.name for p in recovered.phases] == ["rail", "block_the_record"]
+
+
+def test_the_verdict_waits_for_the_run_directory_entry_to_reach_the_disk(bench, monkeypatch):
+    run(bench, ONE_PHASE)  # the data directory and its pending index exist from now on
+    data_dir = str(bench.root / "runs")
+    gate = threading.Event()
+    real_fsync = os.fsync
+
+    def slow_data_dir_fsync(fd: int) -> None:
+        if DiskCalls._name(fd) == data_dir:
+            gate.wait(30)  # a disk that takes its time
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_data_dir_fsync)
+    done: list[object] = []
+    runner = Runner(
+        bench.load(), Dut("SN-2"), listeners=[Journal(bench.root / "runs")], handle_signals=False
+    )
+    thread = threading.Thread(target=lambda: done.append(runner.execute()))
+    thread.start()
+    try:
+        thread.join(0.5)
+        assert done == []  # run.json is written, but the verdict waits for the directory
+        (second,) = (bench.root / "runs").glob("*_SN-2_*")
+        assert (second / RUN_JSON).is_file()
+    finally:
+        gate.set()
+        thread.join(10)
+    assert len(done) == 1

@@ -58,7 +58,7 @@ from station.records.outcomes import Outcome, PhaseOutcome
 from station.storage.pending import PendingIndex
 from station.storage.reserve import Reserve
 from station.storage.runlock import LOCK_FILE, LOCK_WAIT_S, lock_for_run
-from station.storage.syncer import Syncer
+from station.storage.syncer import DirectorySync, Syncer
 from station.testing import faultpoints
 
 __all__ = [
@@ -184,6 +184,7 @@ class Journal(RunListener):
         self._size = 0  # bytes of whole events in the journal
         self._pending: list[tuple[bytes, str]] = []  # (event line, what it records)
         self._sync_error: str | None = None
+        self._dir_sync: DirectorySync | None = None  # the run directory's entry, see run_started
         self._attachments = 0
 
     def run_started(self, record: RunRecord) -> None:
@@ -193,13 +194,15 @@ class Journal(RunListener):
         run_dir = self.data_dir / run_dir_name(record)
         run_dir.mkdir(parents=True, exist_ok=False)
         self.run_dir = run_dir
+        # The directory's entry must be on disk before the run's end is reported, not before
+        # anything else: its fsync runs on the fsync thread alongside the marker's below.
+        self._dir_sync = DirectorySync(self.data_dir)
         self._mark_pending(run_dir)
         self._lock(run_dir)
         self._fd = os.open(run_dir / JOURNAL, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._syncer = Syncer(self._fd)
         header = record.to_json(exclude={"phases", "logs", "attachments"})
         self._write("run_started", "run", header, "the start of the run", sync=True)
-        _fsync_dir(self.data_dir)
         self._reserve.ensure()
 
     def phase_started(self, name: str, attempt: int) -> None:
@@ -247,6 +250,7 @@ class Journal(RunListener):
                 with contextlib.suppress(OSError):
                     self._mark_pending(self.run_dir)
             self._write_record(self.run_dir, record)
+            self._finish_dir_sync()
         finally:
             self._close_journal()
             self._unlock()
@@ -336,7 +340,23 @@ class Journal(RunListener):
         except OSError as exc:
             self._sync_error = _reason(exc)
 
+    def _finish_dir_sync(self) -> None:
+        """Wait until the run directory's entry is on disk (raises JournalError)."""
+        dir_sync, self._dir_sync = self._dir_sync, None
+        if dir_sync is None:
+            return
+        try:
+            dir_sync.finish()
+        except OSError as exc:
+            raise JournalError(
+                f"the record of this run is written in {self.run_dir} but {self.data_dir} could "
+                f"not be synced to disk ({_reason(exc)}): a power cut could still lose the run; "
+                "check the disk"
+            ) from None
+
     def _close_journal(self) -> None:
+        with contextlib.suppress(JournalError):  # an error path: its own error is reported
+            self._finish_dir_sync()
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)

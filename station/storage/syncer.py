@@ -27,8 +27,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 
-__all__ = ["DEFAULT_INTERVAL_S", "Syncer"]
+__all__ = ["DEFAULT_INTERVAL_S", "DirectorySync", "Syncer"]
 
 DEFAULT_INTERVAL_S = 0.02
 
@@ -105,6 +106,33 @@ class Syncer:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+
+
+class DirectorySync:
+    """An fsync of a directory, started now on the fsync thread and waited for by `finish()`: for
+    an entry that must be on disk by some later point (a run's directory, before its verdict)
+    but need not hold the caller up until then."""
+
+    def __init__(self, directory: Path) -> None:
+        self._fd: int | None = None
+        self._syncer: Syncer | None = None
+        try:
+            self._fd = os.open(directory, os.O_RDONLY)
+        except OSError:
+            return  # a directory cannot be opened here (Windows): its entries need no fsync
+        self._syncer = Syncer(self._fd, interval_s=0.0)
+        self._syncer.request()
+
+    def finish(self) -> None:
+        """Wait for the fsync (raise its OSError), then let go of the directory. Idempotent."""
+        syncer, self._syncer = self._syncer, None
+        try:
+            if syncer is not None:
+                syncer.close()
+        finally:
+            fd, self._fd = self._fd, None
+            if fd is not None:
+                os.close(fd)
 
 
 def _start_thread() -> None:
