@@ -101,7 +101,8 @@ class Bench:
             )
             self.write(source, **write_kw)
         procedure = self.load()
-        listeners = [Journal(self.root / "runs")] if journal else []
+        self.last_journal = Journal(self.root / "runs") if journal else None
+        listeners = [self.last_journal] if self.last_journal is not None else []
         runner = Runner(
             procedure,
             Dut(serial, procedure.part_number, procedure.revision),

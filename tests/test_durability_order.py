@@ -22,9 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from station.authoring.helpers import Dut
-from station.engine.runner import Runner
-from station.storage.journal import JOURNAL, RUN_JSON, Journal, recover
+from station.storage.journal import JOURNAL, RUN_JSON, recover
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/fd").is_dir(), reason="names descriptors through /proc (Linux)"
@@ -106,14 +104,6 @@ class DiskCalls:
         )
 
 
-def run(bench, source: str) -> tuple[Journal, object]:
-    bench.write(source)
-    procedure = bench.load()
-    journal = Journal(bench.root / "runs")
-    runner = Runner(procedure, Dut("SN-1"), listeners=[journal], handle_signals=False)
-    return journal, runner.execute()
-
-
 def run_dir_of(bench) -> Path:
     (run_dir,) = (bench.root / "runs").glob("[!.]*")
     return run_dir
@@ -123,7 +113,7 @@ def test_the_marker_is_durable_before_the_journal_and_run_json_before_the_verdic
     bench, monkeypatch
 ):
     disk = DiskCalls(monkeypatch)
-    _, record = run(bench, ONE_PHASE)
+    record = bench.run(ONE_PHASE, journal=True)
     at_the_verdict = list(disk.calls)
     assert record.outcome == "PASS"
     run_dir = run_dir_of(bench)
@@ -151,7 +141,8 @@ def test_the_marker_is_durable_before_the_journal_and_run_json_before_the_verdic
 
 def test_when_run_json_cannot_be_written_the_journal_is_made_durable_instead(bench, monkeypatch):
     disk = DiskCalls(monkeypatch)
-    journal, record = run(bench, BLOCKS_RUN_JSON)
+    record = bench.run(BLOCKS_RUN_JSON, journal=True)
+    journal = bench.last_journal
     run_dir = run_dir_of(bench)
     assert not (run_dir / RUN_JSON).is_file()
     main = threading.main_thread().name
@@ -169,7 +160,7 @@ def test_when_run_json_cannot_be_written_the_journal_is_made_durable_instead(ben
 
 
 def test_the_verdict_waits_for_the_run_directory_entry_to_reach_the_disk(bench, monkeypatch):
-    run(bench, ONE_PHASE)  # the data directory and its pending index exist from now on
+    bench.run(ONE_PHASE, journal=True)  # the data directory and its pending index exist now
     data_dir = str(bench.root / "runs")
     gate = threading.Event()
     real_fsync = os.fsync
@@ -181,10 +172,7 @@ def test_the_verdict_waits_for_the_run_directory_entry_to_reach_the_disk(bench, 
 
     monkeypatch.setattr(os, "fsync", slow_data_dir_fsync)
     done: list[object] = []
-    runner = Runner(
-        bench.load(), Dut("SN-2"), listeners=[Journal(bench.root / "runs")], handle_signals=False
-    )
-    thread = threading.Thread(target=lambda: done.append(runner.execute()))
+    thread = threading.Thread(target=lambda: done.append(bench.run(journal=True, serial="SN-2")))
     thread.start()
     try:
         thread.join(0.5)

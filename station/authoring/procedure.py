@@ -11,6 +11,7 @@ import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, cast
 
 from station.authoring.limits import LimitError, MeasurementSpec
@@ -291,6 +292,11 @@ class Procedure:
     @property
     def all_phases(self) -> list[Phase]:
         return [*self.phases, *self.teardown]
+
+    @functools.cached_property
+    def directory(self) -> Path:
+        """The folder of the procedure's file, resolved once (every run of a loop needs it)."""
+        return Path(self.source_file).resolve().parent
 
     @property
     def instrument_names(self) -> set[str]:

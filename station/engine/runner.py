@@ -145,7 +145,7 @@ class Runner:
         self._worker: PhaseWorker | None = None
         self._current_phase: str | None = None
         self._timeout_reason: str | None = None  # set when the run-level timeout fires
-        self._procedure_dir = Path(procedure.source_file).resolve().parent
+        self._procedure_dir = procedure.directory
         # run.prompt(): who answers, and how long questions were open (the phase's own clock
         # stops meanwhile; the run's does not).
         self._prompts = as_prompt_provider(prompt)

@@ -58,7 +58,7 @@ from station.records.outcomes import Outcome, PhaseOutcome
 from station.storage.pending import PendingIndex
 from station.storage.reserve import Reserve
 from station.storage.runlock import LOCK_FILE, LOCK_WAIT_S, lock_for_run
-from station.storage.syncer import DirectorySync, Syncer
+from station.storage.syncer import DirectorySync, Syncer, fsync_dir
 from station.testing import faultpoints
 
 __all__ = [
@@ -133,18 +133,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # not supported on this platform (Windows); the rename is still atomic
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 def _reason(exc: BaseException) -> str:

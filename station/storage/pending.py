@@ -25,6 +25,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from station.storage.syncer import fsync_dir
+
 __all__ = ["COMPLETE", "PENDING_DIR", "PendingIndex"]
 
 PENDING_DIR = ".pending"
@@ -54,9 +56,9 @@ class PendingIndex:
         os.close(fd)
         if created and not self._other_runs(run_name):
             self._mark_complete()
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
         if created:
-            _fsync_dir(self.data_dir)
+            fsync_dir(self.data_dir)
 
     def discard(self, run_name: str) -> None:
         """The run is uploaded (or gone): drop its marker. Never raises."""
@@ -91,7 +93,7 @@ class PendingIndex:
         self.path.mkdir(exist_ok=True)
         for run_dir in pending_run_dirs:
             os.close(os.open(self.path / run_dir.name, os.O_WRONLY | os.O_CREAT, 0o644))
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
         self._mark_complete()
 
     def _other_runs(self, run_name: str) -> bool:
@@ -110,15 +112,4 @@ class PendingIndex:
             os.fsync(fd)
         finally:
             os.close(fd)
-        _fsync_dir(self.path)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # not supported on this platform (Windows); the entry is still there
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_dir(self.path)

@@ -19,7 +19,9 @@ per phase with this thread and 6.6 ms per phase with an inline fsync, against Op
 (budget: 0.2x OpenHTF). An error of a background fsync is raised to the next caller.
 
 One thread serves every journal of the process, started with the first: in the production loop
-a thread started and joined per unit cost more than the unit's own phases.
+a thread started and joined per unit cost more than the unit's own phases. `DirectorySync` hands
+it one directory fsync to finish later; `fsync_dir` is the plain fsync of a directory, on the
+caller's thread, that the rest of `storage` shares.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["DEFAULT_INTERVAL_S", "DirectorySync", "Syncer"]
+__all__ = ["DEFAULT_INTERVAL_S", "DirectorySync", "Syncer", "fsync_dir"]
 
 DEFAULT_INTERVAL_S = 0.02
 
@@ -106,6 +108,18 @@ class Syncer:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+
+
+def fsync_dir(directory: Path) -> None:
+    """fsync `directory` now, on the caller's thread, so the entries made in it are on disk."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # a directory cannot be opened here (Windows): its entries need no fsync
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class DirectorySync:
